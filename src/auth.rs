@@ -39,25 +39,22 @@ pub fn authorized(auth: &Auth, head: &RequestHead<'_, '_>) -> bool {
         return true;
     }
     if let Some(value) = head.header("authorization") {
-        if let Some(creds) = http::basic_auth_credentials(value) {
-            if any_ct_eq(&auth.basic, &creds) {
+        if let Some(creds) = http::basic_auth_credentials(value)
+            && any_ct_eq(&auth.basic, &creds) {
                 return true;
             }
-        }
-        if let Some(token) = bearer_token(value) {
-            if any_ct_eq(&auth.tokens, token) {
+        if let Some(token) = bearer_token(value)
+            && any_ct_eq(&auth.tokens, token) {
                 return true;
             }
-        }
     }
-    if !auth.tokens.is_empty() {
-        if let Some(t) = head.query().and_then(|q| http::query_param(q, "token")) {
+    if !auth.tokens.is_empty()
+        && let Some(t) = head.query().and_then(|q| http::query_param(q, "token")) {
             let mut decoded = Vec::new();
             if http::percent_decode(t, &mut decoded).is_ok() && any_ct_eq(&auth.tokens, &decoded) {
                 return true;
             }
         }
-    }
     false
 }
 
@@ -76,13 +73,12 @@ pub const CHALLENGE: &str = "Basic realm=\"picamd\", charset=\"UTF-8\"";
 /// open our stream with the user's credentials. Accepted: no Origin (not a
 /// browser: curl, ws, websockets, VLC), an Origin whose host:port is the
 /// request's `Host`, or one listed with `--allow-origin` (`*` for any).
-pub fn origin_allowed(
-    origin: Option<&[u8]>,
-    host: Option<&[u8]>,
-    allow: &[String],
-) -> bool {
+pub fn origin_allowed(origin: Option<&[u8]>, host: Option<&[u8]>, allow: &[String]) -> bool {
     let Some(origin) = origin else { return true };
-    if allow.iter().any(|a| a == "*" || a.as_bytes().eq_ignore_ascii_case(origin)) {
+    if allow
+        .iter()
+        .any(|a| a == "*" || a.as_bytes().eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     // Origin is scheme "://" host [ ":" port ]; compare its authority with
@@ -128,12 +124,24 @@ mod tests {
     fn origin_policy() {
         let none: Vec<String> = vec![];
         assert!(origin_allowed(None, Some(b"pi:8080"), &none));
-        assert!(origin_allowed(Some(b"http://pi:8080"), Some(b"pi:8080"), &none));
+        assert!(origin_allowed(
+            Some(b"http://pi:8080"),
+            Some(b"pi:8080"),
+            &none
+        ));
         assert!(origin_allowed(Some(b"http://PI"), Some(b"pi:80"), &none));
-        assert!(!origin_allowed(Some(b"http://evil.example"), Some(b"pi:8080"), &none));
+        assert!(!origin_allowed(
+            Some(b"http://evil.example"),
+            Some(b"pi:8080"),
+            &none
+        ));
         assert!(!origin_allowed(Some(b"null"), Some(b"pi:8080"), &none));
         let allow = vec!["http://dash.local".to_string()];
-        assert!(origin_allowed(Some(b"http://dash.local"), Some(b"pi:8080"), &allow));
+        assert!(origin_allowed(
+            Some(b"http://dash.local"),
+            Some(b"pi:8080"),
+            &allow
+        ));
         assert!(origin_allowed(Some(b"http://x"), None, &["*".to_string()]));
     }
 

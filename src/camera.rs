@@ -233,7 +233,15 @@ pub fn stream_command(tool: Tool, pic: &Picture, device: &str) -> Vec<String> {
         Tool::Rpicam | Tool::Libcamera => {
             // -t 0: run until stopped (the default stops after 5 s);
             // --flush: write each frame at once instead of sitting in stdio.
-            for s in [tool.stream_program(), "-n", "-t", "0", "--codec", "mjpeg", "--flush"] {
+            for s in [
+                tool.stream_program(),
+                "-n",
+                "-t",
+                "0",
+                "--codec",
+                "mjpeg",
+                "--flush",
+            ] {
                 push(s);
             }
             for s in ["--width", &w, "--height", &h, "--framerate", &fps, "-q", &q] {
@@ -525,11 +533,10 @@ impl Proc {
     }
 
     fn escalate(&mut self, now: Instant) {
-        if let Some(t) = self.term_sent {
-            if now >= t + STOP_GRACE {
+        if let Some(t) = self.term_sent
+            && now >= t + STOP_GRACE {
                 self.signal(Signal::SIGKILL);
             }
-        }
     }
 
     fn close_stdout(&mut self, reactor: &Reactor) {
@@ -545,11 +552,10 @@ impl Proc {
     }
 
     fn reap(&mut self) -> Option<std::process::ExitStatus> {
-        if self.exit.is_none() {
-            if let Ok(Some(st)) = self.child.try_wait() {
+        if self.exit.is_none()
+            && let Ok(Some(st)) = self.child.try_wait() {
                 self.exit = Some(st);
             }
-        }
         self.exit
     }
 
@@ -674,10 +680,15 @@ struct StillJob {
     verdict: Option<Result<(), CaptureError>>,
 }
 
+// One per server: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Stream {
     Off,
     /// The pattern, ticking at the frame rate.
-    Pattern { next_frame: Instant, frame_no: u64 },
+    Pattern {
+        next_frame: Instant,
+        frame_no: u64,
+    },
     Running {
         proc: Proc,
         splitter: Splitter,
@@ -685,7 +696,9 @@ enum Stream {
         got_frame: bool,
     },
     /// Died while wanted; restart at `until`.
-    Backoff { until: Instant },
+    Backoff {
+        until: Instant,
+    },
 }
 
 #[derive(Debug, Default, Clone)]
@@ -737,13 +750,8 @@ impl Camera {
             (Source::Commands { tool: None, .. }, _) => exif_orientation(None, &cfg.picture),
             _ => exif_orientation(tool, &cfg.picture),
         };
-        let pattern = matches!(source, Source::Pattern).then(|| {
-            TestPattern::new(
-                cfg.picture.width,
-                cfg.picture.height,
-                cfg.picture.quality,
-            )
-        });
+        let pattern = matches!(source, Source::Pattern)
+            .then(|| TestPattern::new(cfg.picture.width, cfg.picture.height, cfg.picture.quality));
         Ok(Camera {
             source,
             picture: cfg.picture.clone(),
@@ -787,9 +795,13 @@ impl Camera {
     /// A short word for `/status`.
     pub fn state_name(&self) -> &'static str {
         match (&self.stream, &self.still) {
-            (Stream::Running { got_frame: true, .. }, _) | (Stream::Pattern { .. }, _) => {
-                "streaming"
-            }
+            (
+                Stream::Running {
+                    got_frame: true, ..
+                },
+                _,
+            )
+            | (Stream::Pattern { .. }, _) => "streaming",
             (Stream::Running { .. }, _) => "starting",
             (Stream::Backoff { .. }, _) => "restarting",
             (Stream::Off, Some(_)) => "capturing",
@@ -829,12 +841,11 @@ impl Camera {
     ) {
         // While the stream runs the camera is busy: the newest frame is the
         // snapshot (and fresh: at most one frame interval old).
-        if self.stream_running() {
-            if let Some((frame, _)) = &self.latest {
+        if self.stream_running()
+            && let Some((frame, _)) = &self.latest {
                 events.push(CameraEvent::Still(Ok(frame.clone())));
                 return;
             }
-        }
         if let Some(p) = &mut self.pattern {
             let mut out = Vec::new();
             p.render(0, reactor::wall_us(), &mut out);
@@ -857,7 +868,14 @@ impl Camera {
                 self.still_from_stream_deadline = Some(now + self.still_timeout);
             }
             Some(argv) => {
-                match Proc::spawn("still", &argv, reactor, TOKEN_STILL_OUT, TOKEN_STILL_ERR, now) {
+                match Proc::spawn(
+                    "still",
+                    &argv,
+                    reactor,
+                    TOKEN_STILL_OUT,
+                    TOKEN_STILL_ERR,
+                    now,
+                ) {
                     Ok(proc) => {
                         self.still = Some(StillJob {
                             proc,
@@ -910,8 +928,14 @@ impl Camera {
             }
             Source::Commands { stream, .. } => {
                 let argv = stream.clone();
-                match Proc::spawn("stream", &argv, reactor, TOKEN_STREAM_OUT, TOKEN_STREAM_ERR, now)
-                {
+                match Proc::spawn(
+                    "stream",
+                    &argv,
+                    reactor,
+                    TOKEN_STREAM_OUT,
+                    TOKEN_STREAM_ERR,
+                    now,
+                ) {
                     Ok(proc) => {
                         if !self.quiet {
                             log(&format!("camera: stream started: {}", argv.join(" ")));
@@ -1085,7 +1109,12 @@ impl Camera {
     }
 
     /// SIGCHLD: reap whatever exited.
-    pub fn on_child_exit(&mut self, reactor: &Reactor, now: Instant, events: &mut Vec<CameraEvent>) {
+    pub fn on_child_exit(
+        &mut self,
+        reactor: &Reactor,
+        now: Instant,
+        events: &mut Vec<CameraEvent>,
+    ) {
         self.settle(reactor, now, events);
     }
 
@@ -1096,9 +1125,9 @@ impl Camera {
             next_frame,
             frame_no,
         } = &mut self.stream
-        {
-            if now >= *next_frame {
-                let interval = Duration::from_micros(1_000_000 / u64::from(self.picture.fps.max(1)));
+            && now >= *next_frame {
+                let interval =
+                    Duration::from_micros(1_000_000 / u64::from(self.picture.fps.max(1)));
                 let no = *frame_no;
                 *frame_no += 1;
                 *next_frame += interval;
@@ -1113,36 +1142,35 @@ impl Camera {
                     self.emit_frame(out, now, events);
                 }
             }
-        }
-        if let Some(job) = &mut self.still {
-            if now >= job.deadline && job.verdict.is_none() {
+        if let Some(job) = &mut self.still
+            && now >= job.deadline && job.verdict.is_none() {
                 job.verdict = Some(Err(CaptureError::Timeout));
                 job.proc.stop(reactor, now);
                 job.proc.signal(Signal::SIGKILL);
             }
-        }
-        if let Some(d) = self.still_from_stream_deadline {
-            if now >= d && self.still_from_stream {
+        if let Some(d) = self.still_from_stream_deadline
+            && now >= d && self.still_from_stream {
                 self.still_from_stream = false;
                 self.still_from_stream_deadline = None;
                 self.note_error("still: no stream frame before --still-timeout");
                 events.push(CameraEvent::Still(Err(CaptureError::Timeout)));
             }
-        }
-        if let Some(until) = self.linger_until {
-            if now >= until {
+        if let Some(until) = self.linger_until
+            && now >= until {
                 self.linger_until = None;
             }
-        }
         if let Stream::Running {
             proc,
             last_frame,
             got_frame,
             ..
         } = &mut self.stream
-        {
-            if now >= *last_frame + STREAM_STALL_TIMEOUT && proc.term_sent.is_none() {
-                let what = if *got_frame { "stalled" } else { "gave no frame" };
+            && now >= *last_frame + STREAM_STALL_TIMEOUT && proc.term_sent.is_none() {
+                let what = if *got_frame {
+                    "stalled"
+                } else {
+                    "gave no frame"
+                };
                 let label = proc.label;
                 proc.stop(reactor, now);
                 let msg = format!(
@@ -1151,16 +1179,14 @@ impl Camera {
                 );
                 self.note_error(&msg);
             }
-        }
-        if let Stream::Backoff { until } = self.stream {
-            if now >= until {
+        if let Stream::Backoff { until } = self.stream
+            && now >= until {
                 self.stream = Stream::Off;
                 if self.stream_wanted() {
                     self.stats.stream_restarts += 1;
                     self.ensure_stream(reactor, now);
                 }
             }
-        }
         for p in &mut self.dying {
             p.escalate(now);
         }
@@ -1181,8 +1207,8 @@ impl Camera {
         // Still: done when the output is complete (or failed) and the
         // process has exited (we need its status).
         let mut finished = None;
-        if let Some(job) = &mut self.still {
-            if let Some(st) = job.proc.reap() {
+        if let Some(job) = &mut self.still
+            && let Some(st) = job.proc.reap() {
                 // Output after exit may still sit in the pipe: read it.
                 if job.proc.stdout.is_some() && job.verdict.is_none() {
                     let max = self.max_frame_bytes;
@@ -1195,7 +1221,9 @@ impl Camera {
                             buf.extend_from_slice(c);
                             true
                         }) {
-                            ReadOutcome::TooLarge => job.verdict = Some(Err(CaptureError::TooLarge)),
+                            ReadOutcome::TooLarge => {
+                                job.verdict = Some(Err(CaptureError::TooLarge))
+                            }
                             ReadOutcome::Eof => job.verdict = Some(Ok(())),
                             // A grandchild holds the pipe open; what we
                             // have is what the tool wrote.
@@ -1223,7 +1251,6 @@ impl Camera {
                 let tail = job.proc.stderr_tail();
                 finished = Some((result, tail));
             }
-        }
         if let Some((result, tail)) = finished {
             if let Some(mut job) = self.still.take() {
                 job.proc.close_stdout(reactor);
@@ -1254,8 +1281,7 @@ impl Camera {
             got_frame,
             ..
         } = &mut self.stream
-        {
-            if let Some(st) = proc.reap() {
+            && let Some(st) = proc.reap() {
                 proc.drain_stderr(reactor, now, self.quiet);
                 let ran = now.saturating_duration_since(proc.started);
                 if splitter.finish().is_some() {
@@ -1263,9 +1289,9 @@ impl Camera {
                 }
                 died = Some((st, proc.stderr_tail(), ran, *got_frame));
             }
-        }
         if let Some((st, tail, ran, got_frame)) = died {
-            if let Stream::Running { mut proc, .. } = std::mem::replace(&mut self.stream, Stream::Off)
+            if let Stream::Running { mut proc, .. } =
+                std::mem::replace(&mut self.stream, Stream::Off)
             {
                 proc.close_stdout(reactor);
                 proc.close_stderr(reactor);
@@ -1289,11 +1315,10 @@ impl Camera {
         if !self.stream_wanted() && self.stream_running() {
             self.stop_stream(reactor, now);
         }
-        if !self.stream_wanted() {
-            if let Stream::Backoff { .. } = self.stream {
+        if !self.stream_wanted()
+            && let Stream::Backoff { .. } = self.stream {
                 self.stream = Stream::Off;
             }
-        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -1428,7 +1453,11 @@ mod tests {
         assert_eq!(exif_orientation(Some(Tool::Raspi), &p), 1);
         p.rotation = 180;
         assert_eq!(exif_orientation(Some(Tool::Rpicam), &p), 1);
-        assert!(still_command(Tool::Rpicam, &p, "").join(" ").contains("--rotation 180"));
+        assert!(
+            still_command(Tool::Rpicam, &p, "")
+                .join(" ")
+                .contains("--rotation 180")
+        );
         assert_eq!(exif_orientation(Some(Tool::Ffmpeg), &p), 3);
         p.rotation = 0;
         p.hflip = true;

@@ -335,7 +335,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 cfg.auth.tokens.push(v.into_bytes());
             }
             "--allow-origin" => cfg.allow_origins.push(value(&mut it)?),
-            "--max-clients" => lim.max_clients = parse_num(&flag, &value(&mut it)?, 1, 100_000)? as usize,
+            "--max-clients" => {
+                lim.max_clients = parse_num(&flag, &value(&mut it)?, 1, 100_000)? as usize
+            }
             "--max-head-bytes" => {
                 lim.max_head_bytes = parse_size(&flag, &value(&mut it)?, 256, 1 << 20)?
             }

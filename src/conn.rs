@@ -88,8 +88,13 @@ enum WsKind {
 enum ConnState {
     /// Waiting for (more of) a request head. `since` is when the current
     /// head began, or when the connection went idle if nothing is buffered.
-    ReadingHead { scanned: usize, since: Instant },
-    AwaitingSnapshot { req: ReqInfo },
+    ReadingHead {
+        scanned: usize,
+        since: Instant,
+    },
+    AwaitingSnapshot {
+        req: ReqInfo,
+    },
     WebSocket {
         decoder: Box<Decoder>,
         kind: WsKind,
@@ -583,14 +588,13 @@ impl Conn {
 
     /// Starts the closing handshake from our side (shutdown: 1001).
     pub fn close_ws(&mut self, code: u16, out: &mut Vec<Action>) {
-        if let ConnState::WebSocket { close_sent, .. } = &mut self.state {
-            if !*close_sent {
+        if let ConnState::WebSocket { close_sent, .. } = &mut self.state
+            && !*close_sent {
                 *close_sent = true;
                 let mut b = Vec::new();
                 ws::encode_close(&mut b, code, "");
                 out.push(Action::Send(Bytes::Owned(b)));
             }
-        }
     }
 
     /// The nearest instant at which `on_timer` has work.
@@ -723,7 +727,8 @@ mod tests {
         }
     }
 
-    const TWO: &[u8] = b"GET / HTTP/1.1\r\nHost: pi\r\n\r\nHEAD /status HTTP/1.1\r\nHost: pi\r\n\r\n";
+    const TWO: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: pi\r\n\r\nHEAD /status HTTP/1.1\r\nHost: pi\r\n\r\n";
 
     #[test]
     fn pipelined_requests_answer_in_order_at_every_split() {
@@ -813,11 +818,18 @@ mod tests {
             &[b"GET /pi.jpg HTTP/1.1\r\nHost: pi\r\nAuthorization: Basic cGk6Y2Ft\r\n\r\n"],
         );
         assert_eq!(acts, ["snapshot /pi.jpg"]);
-        let (_, acts) = feed(&cfg, &[b"GET /pi.jpg?token=t0k HTTP/1.1\r\nHost: pi\r\n\r\n"]);
+        let (_, acts) = feed(
+            &cfg,
+            &[b"GET /pi.jpg?token=t0k HTTP/1.1\r\nHost: pi\r\n\r\n"],
+        );
         assert_eq!(acts, ["snapshot /pi.jpg"]);
-        let (_, acts) = feed(&cfg, &[b"GET /pi.jpg?token=t0K HTTP/1.1\r\nHost: pi\r\n\r\n"]);
+        let (_, acts) = feed(
+            &cfg,
+            &[b"GET /pi.jpg?token=t0K HTTP/1.1\r\nHost: pi\r\n\r\n"],
+        );
         assert!(acts[0].starts_with("respond 401"), "{acts:?}");
-        let ws = b"GET /stream HTTP/1.1\r\nHost: pi\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        let ws =
+            b"GET /stream HTTP/1.1\r\nHost: pi\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         let (_, acts) = feed(&cfg, &[ws]);
         assert!(acts[0].starts_with("respond 401"), "{acts:?}");
@@ -857,10 +869,12 @@ Sec-WebSocket-Version: 13\r\nOrigin: http://pi:8080\r\n\r\n";
     #[test]
     fn base64_viewers_and_foreign_origins() {
         let cfg = Config::defaults();
-        let b64 = String::from_utf8_lossy(HANDSHAKE).replace("/stream ", "/stream?encoding=base64 ");
+        let b64 =
+            String::from_utf8_lossy(HANDSHAKE).replace("/stream ", "/stream?encoding=base64 ");
         let (_, acts) = feed(&cfg, &[b64.as_bytes()]);
         assert_eq!(acts[1], "subscribe WsBase64");
-        let evil = String::from_utf8_lossy(HANDSHAKE).replace("http://pi:8080", "http://evil.example");
+        let evil =
+            String::from_utf8_lossy(HANDSHAKE).replace("http://pi:8080", "http://evil.example");
         let (_, acts) = feed(&cfg, &[evil.as_bytes()]);
         assert!(acts[0].starts_with("respond 403"), "{acts:?}");
     }
@@ -880,7 +894,11 @@ Sec-WebSocket-Version: 13\r\nOrigin: http://pi:8080\r\n\r\n";
         let mut idle = Conn::new(t0);
         let mut out = Vec::new();
         assert_eq!(idle.deadline(lim), Some(t0 + lim.idle_timeout));
-        idle.on_timer(t0 + lim.idle_timeout - Duration::from_millis(1), lim, &mut out);
+        idle.on_timer(
+            t0 + lim.idle_timeout - Duration::from_millis(1),
+            lim,
+            &mut out,
+        );
         assert!(out.is_empty());
         idle.on_timer(t0 + lim.idle_timeout, lim, &mut out);
         assert_eq!(show(&out), ["abort"]);

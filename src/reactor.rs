@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::signal::{SigSet, Signal, SigmaskHow, pthread_sigmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// Most readiness events taken from the kernel per wait; more simply wait for
@@ -99,7 +99,8 @@ impl Reactor {
     }
 
     pub fn add(&self, fd: impl AsFd, token: Token, interest: Interest) -> io::Result<()> {
-        self.epoll.add(fd, EpollEvent::new(interest.flags(), token))?;
+        self.epoll
+            .add(fd, EpollEvent::new(interest.flags(), token))?;
         Ok(())
     }
 
@@ -127,8 +128,7 @@ impl Reactor {
                 // Round up so we never wake a hair before the deadline and spin.
                 let left = at.saturating_duration_since(now());
                 let ms = left.as_micros().div_ceil(1000);
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as u64)
-                    .unwrap_or(PollTimeout::MAX)
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as u64).unwrap_or(PollTimeout::MAX)
             }
         };
         let n = match self.epoll.wait(&mut self.events, timeout) {

@@ -141,14 +141,14 @@ impl Server {
             self.on_timers(now);
             self.handle_camera_events(now);
             let viewers = self.clients.iter().any(|(_, c)| c.viewer.is_some());
-            self.camera.set_viewers(viewers && self.stopping_until.is_none(), &self.reactor, now);
-            if let Some(until) = self.stopping_until {
-                if self.clients.is_empty() || now >= until {
+            self.camera
+                .set_viewers(viewers && self.stopping_until.is_none(), &self.reactor, now);
+            if let Some(until) = self.stopping_until
+                && (self.clients.is_empty() || now >= until) {
                     self.camera.shutdown(&self.reactor);
                     eprintln!("stopped");
                     return Ok(());
                 }
-            }
         }
     }
 
@@ -189,7 +189,8 @@ impl Server {
             self.accept(r.token - LISTENER_TOKEN_BASE, now);
         } else if r.token & camera::TOKEN_BASE != 0 {
             let mut ev = std::mem::take(&mut self.cam_events);
-            self.camera.on_readable(r.token, &self.reactor, now, &mut ev);
+            self.camera
+                .on_readable(r.token, &self.reactor, now, &mut ev);
             self.cam_events = ev;
         } else {
             let key = Key::from_u64(r.token);
@@ -248,7 +249,10 @@ impl Server {
                     MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
                 );
                 let _ = sock.shutdown(std::net::Shutdown::Write);
-                log_line(&format!("{peer} - - 503 {} 0ms (max clients)", b.len()), self.cfg.quiet);
+                log_line(
+                    &format!("{peer} - - 503 {} 0ms (max clients)", b.len()),
+                    self.cfg.quiet,
+                );
                 continue;
             }
             let client = Client {
@@ -265,7 +269,11 @@ impl Server {
             let ok = self
                 .clients
                 .get(key)
-                .map(|c| self.reactor.add(&c.sock, key.to_u64(), Interest::Read).is_ok())
+                .map(|c| {
+                    self.reactor
+                        .add(&c.sock, key.to_u64(), Interest::Read)
+                        .is_ok()
+                })
                 .unwrap_or(false);
             if !ok {
                 self.clients.remove(key);
@@ -296,10 +304,7 @@ impl Server {
         let mut budget = READ_BUDGET_BYTES;
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
-        loop {
-            let Some(c) = self.clients.get_mut(key) else {
-                break;
-            };
+        while let Some(c) = self.clients.get_mut(key) {
             match c.sock.read(&mut buf) {
                 Ok(0) => {
                     if c.linger_until.is_some() {
@@ -313,7 +318,8 @@ impl Server {
                     if c.linger_until.is_some() {
                         // Discarding what a closing peer still sends.
                     } else {
-                        c.conn.on_bytes(&buf[..n], now, &policy(&self.cfg), &mut actions);
+                        c.conn
+                            .on_bytes(&buf[..n], now, &policy(&self.cfg), &mut actions);
                     }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
@@ -467,11 +473,10 @@ impl Server {
     }
 
     fn on_timers(&mut self, now: Instant) {
-        if let Some(t) = self.listeners_paused_until {
-            if now >= t {
+        if let Some(t) = self.listeners_paused_until
+            && now >= t {
                 self.resume_listeners();
             }
-        }
         let mut ev = std::mem::take(&mut self.cam_events);
         if self.camera.next_deadline().is_some_and(|d| now >= d) {
             self.camera.on_tick(&self.reactor, now, &mut ev);
@@ -526,7 +531,9 @@ impl Server {
             };
             let Some(kind) = c.viewer else { continue };
             let frame = match kind {
-                Viewer::WsBinary => ws_bin.get_or_insert_with(|| ws_frame(jpeg.clone(), Opcode::Binary)),
+                Viewer::WsBinary => {
+                    ws_bin.get_or_insert_with(|| ws_frame(jpeg.clone(), Opcode::Binary))
+                }
                 Viewer::WsBase64 => ws_b64.get_or_insert_with(|| {
                     use base64::Engine;
                     let text = base64::engine::general_purpose::STANDARD.encode(&jpeg[..]);
@@ -584,7 +591,11 @@ impl Server {
             else {
                 continue;
             };
-            let conn_hdr = if req.keep_alive { "keep-alive" } else { "close" };
+            let conn_hdr = if req.keep_alive {
+                "keep-alive"
+            } else {
+                "close"
+            };
             let status = match &result {
                 Ok(jpeg) => {
                     let mut head = Vec::new();
@@ -630,7 +641,8 @@ impl Server {
             let _ = status;
             self.stats.requests += 1;
             if let Some(c) = self.clients.get_mut(key) {
-                c.conn.on_snapshot_sent(now, &policy(&self.cfg), &mut actions);
+                c.conn
+                    .on_snapshot_sent(now, &policy(&self.cfg), &mut actions);
             }
             self.apply(key, &mut actions, now);
         }
@@ -640,7 +652,11 @@ impl Server {
 
     /// Builds the response for a page, an asset or `/status`.
     fn serve(&self, route: &Route, req: &ReqInfo, now: Instant) -> (Vec<Bytes>, u16) {
-        let conn_hdr = if req.keep_alive { "keep-alive" } else { "close" };
+        let conn_hdr = if req.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
         let (body, ctype): (Bytes, &str) = match route {
             Route::Status => (
                 Bytes::Owned(self.status_json(now).into_bytes()),
@@ -694,7 +710,11 @@ impl Server {
         let mut decoded = Vec::new();
         http::percent_decode(name, &mut decoded).ok()?;
         let name = String::from_utf8(decoded).ok()?;
-        if name.split('/').any(|seg| seg == ".." || seg.starts_with('.')) || name.contains('\0') {
+        if name
+            .split('/')
+            .any(|seg| seg == ".." || seg.starts_with('.'))
+            || name.contains('\0')
+        {
             return None;
         }
         let mut full = root.join(&name);
@@ -744,7 +764,11 @@ impl Server {
             env!("CARGO_PKG_VERSION"),
             now.saturating_duration_since(self.started).as_secs(),
             self.camera.state_name(),
-            if self.camera.stream_running() { self.stats.fps } else { 0.0 },
+            if self.camera.stream_running() {
+                self.stats.fps
+            } else {
+                0.0
+            },
             self.camera.configured_fps(),
             cam.frames_in,
             cam.stills_captured,

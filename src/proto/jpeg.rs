@@ -1995,6 +1995,25 @@ mod tests {
         );
         assert_eq!(parse_single(&f, f.len()), Ok(0..f.len()));
         assert_eq!(parse_single(&f, f.len() - 1), Err(JpegError::TooLarge));
+        // Every limit, byte by byte: the memory bound holds wherever the
+        // limit falls (in a segment header's lookahead, in the scan...).
+        let f = frame(
+            &mut rng,
+            &Spec {
+                exif: Some((Some(6), false)),
+                thumbnail: true,
+                entropy: 30,
+                ..Spec::default()
+            },
+        );
+        for max in 0..=f.len() + 1 {
+            let expected = if max >= f.len() {
+                SplitEvent::Frame(f.clone())
+            } else {
+                SplitEvent::Oversize { bytes: f.len() }
+            };
+            assert_eq!(bytewise(&f, max), vec![expected], "max {max}");
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ usage: cargo xtask bench [--suite] [options]
   --warmup T           seconds between the last viewer's first frame and the
                        window (default 1)
   --server S           picamd, floor or both (default both)
+  --repeat N           N alternating runs of each; report the median run by
+                       CPU per frame, with every run's figure (default 1)
   --no-build           use target/release/picamd as it is
   --json PATH          where to write results (default target/bench/results.json)
 ";
@@ -247,6 +249,8 @@ struct Opts {
     servers: Vec<ServerKind>,
     seconds: f64,
     warmup: f64,
+    /// Runs per scenario and server; the median run is reported.
+    repeat: usize,
     build: bool,
     json: Option<PathBuf>,
     /// The command line, for the report.
@@ -266,6 +270,7 @@ fn parse_opts(args: &[String]) -> BoxResult<Opts> {
         servers: vec![ServerKind::Picamd, ServerKind::Floor],
         seconds: 10.0,
         warmup: 1.0,
+        repeat: 1,
         build: true,
         json: None,
         command: format!("cargo xtask bench {}", args.join(" "))
@@ -299,6 +304,7 @@ fn parse_opts(args: &[String]) -> BoxResult<Opts> {
                     s => return Err(format!("--server {s}: expected picamd, floor or both").into()),
                 }
             }
+            "--repeat" => opts.repeat = parse_num(flag, value()?, 1, 100)?,
             "--no-build" => opts.build = false,
             "--json" => opts.json = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),
@@ -1589,6 +1595,9 @@ struct Measurement {
     camera_frames_in: Option<u64>,
     server_frames_dropped_slow: Option<u64>,
     errors: Vec<String>,
+    /// CPU per delivered frame of every run (with `--repeat`), sorted; this
+    /// row is the median run.
+    runs_cpu_us_per_frame: Vec<f64>,
 }
 
 struct Env {
@@ -1862,23 +1871,31 @@ fn bench(opts: &Opts) -> BoxResult<()> {
     let mut results = Vec::new();
     for sc in &opts.scenarios {
         let frames = prepare_frames(&env.root, &env.picamd, sc)?;
-        for &server in &opts.servers {
-            eprintln!(
-                "bench: {} on {} ({} s)…",
-                sc.name,
-                server.name(),
-                opts.seconds
-            );
-            match measure(&env, opts, sc, server, &frames) {
-                Ok(m) => {
-                    for e in &m.errors {
-                        eprintln!("bench:   {e}");
+        // Runs of picamd and the floor alternate, so a burst of other work
+        // on the machine hits both alike.
+        let mut runs: Vec<Vec<Measurement>> = opts.servers.iter().map(|_| Vec::new()).collect();
+        for r in 0..opts.repeat {
+            for (&server, server_runs) in opts.servers.iter().zip(&mut runs) {
+                eprintln!(
+                    "bench: {} on {} ({} s, run {} of {})…",
+                    sc.name,
+                    server.name(),
+                    opts.seconds,
+                    r + 1,
+                    opts.repeat
+                );
+                match measure(&env, opts, sc, server, &frames) {
+                    Ok(m) => {
+                        for e in &m.errors {
+                            eprintln!("bench:   {e}");
+                        }
+                        server_runs.push(m);
                     }
-                    results.push(m);
+                    Err(e) => eprintln!("bench:   failed: {e}"),
                 }
-                Err(e) => eprintln!("bench:   failed: {e}"),
             }
         }
+        results.extend(runs.into_iter().filter_map(median_run));
     }
     let table = table(&results);
     println!("{table}");
@@ -1892,6 +1909,17 @@ fn bench(opts: &Opts) -> BoxResult<()> {
     fs::write(&json_path, to_json(&results, opts, env.ticks))?;
     eprintln!("bench: wrote {}", json_path.display());
     Ok(())
+}
+
+/// The run with the median CPU per delivered frame, carrying every run's
+/// figure, so one noisy run does not decide the ratio.
+fn median_run(mut runs: Vec<Measurement>) -> Option<Measurement> {
+    runs.sort_by(|a, b| a.cpu_us_per_frame.total_cmp(&b.cpu_us_per_frame));
+    let all: Vec<f64> = runs.iter().map(|m| m.cpu_us_per_frame).collect();
+    let mid = runs.len().checked_sub(1)? / 2;
+    let mut m = runs.swap_remove(mid);
+    m.runs_cpu_us_per_frame = all;
+    Some(m)
 }
 
 /// picamd's value over the floor's for the same scenario.
@@ -1910,14 +1938,18 @@ fn table(results: &[Measurement]) -> String {
     let mut t = String::new();
     t.push_str(
         "| scenario | server | fps/viewer min / med | frames recv / sent | latency p50 / p99 / max ms \
-         | CPU user / sys / total s | µs CPU / frame | CPU × floor | p99 × floor | RSS idle / viewers / peak KiB | client CPU s |\n",
+         | CPU user / sys / total s | µs CPU / frame (runs min–max) | CPU × floor | p99 × floor | RSS idle / viewers / peak KiB | client CPU s |\n",
     );
     t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for m in results {
         let x = |r: Option<f64>| r.map_or_else(|| "".to_string(), |r| format!("{r:.2}"));
+        let per_frame = match m.runs_cpu_us_per_frame.as_slice() {
+            [lo, .., hi] => format!("{:.1} ({lo:.0}–{hi:.0})", m.cpu_us_per_frame),
+            _ => format!("{:.1}", m.cpu_us_per_frame),
+        };
         let _ = writeln!(
             t,
-            "| {} | {} | {:.1} / {:.1} | {} / {} | {:.1} / {:.1} / {:.1} | {:.2} / {:.2} / {:.3} | {:.1} | {} | {} | {} / {} / {} | {:.2} |",
+            "| {} | {} | {:.1} / {:.1} | {} / {} | {:.1} / {:.1} / {:.1} | {:.2} / {:.2} / {:.3} | {} | {} | {} | {} / {} / {} | {:.2} |",
             m.scenario,
             m.server,
             m.fps_min,
@@ -1930,7 +1962,7 @@ fn table(results: &[Measurement]) -> String {
             m.cpu_user_s,
             m.cpu_sys_s,
             m.cpu_s,
-            m.cpu_us_per_frame,
+            per_frame,
             x(ratio(results, m, |m| m.cpu_us_per_frame)),
             x(ratio(results, m, |m| m.lat_p99_ms)),
             m.idle_rss_kb,
@@ -2022,6 +2054,17 @@ fn to_json(results: &[Measurement], opts: &Opts, ticks: f64) -> String {
                 json_opt(m.server_frames_dropped_slow),
             ),
             ("errors", format!("[{}]", errors.join(", "))),
+            (
+                "runs_cpu_us_per_frame",
+                format!(
+                    "[{}]",
+                    m.runs_cpu_us_per_frame
+                        .iter()
+                        .map(|&v| json_f(v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
         ];
         j.push_str("    {");
         for (k, (name, value)) in fields.iter().enumerate() {

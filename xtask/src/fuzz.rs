@@ -35,6 +35,9 @@ const INPUT_TIMEOUT_SECS: u64 = 10;
 struct Outcome {
     target: &'static str,
     runs: Option<u64>,
+    /// libFuzzer's own `Done N runs in S second(s)`: fuzzing time only.
+    fuzz_secs: Option<u64>,
+    /// Wall time of `cargo fuzz run`, including any rebuild.
     secs: f64,
     crash: Option<String>,
 }
@@ -121,6 +124,13 @@ pub fn run(args: &[String]) -> Result<(), Box<dyn Error>> {
         let secs = t.elapsed().as_secs_f64();
         let text = fs::read_to_string(&log_path).unwrap_or_default();
         let runs = parse_runs(&text);
+        let fuzz_secs = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("Done "))
+            .filter_map(|l| l.split(" runs in ").nth(1))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|n| n.parse().ok())
+            .next_back();
         let crash = if status.success() {
             None
         } else {
@@ -138,19 +148,27 @@ pub fn run(args: &[String]) -> Result<(), Box<dyn Error>> {
         outcomes.push(Outcome {
             target,
             runs,
+            fuzz_secs,
             secs,
             crash,
         });
     }
 
-    println!("\n{:<14} {:>12} {:>8}  result", "target", "runs", "time");
+    println!(
+        "\n{:<14} {:>12} {:>8} {:>8}  result",
+        "target", "runs", "fuzzing", "wall"
+    );
     for o in &outcomes {
         let runs = o.runs.map_or("?".to_string(), |r| r.to_string());
         let result = match &o.crash {
             None => "ok".to_string(),
             Some(a) => format!("CRASH: {a}"),
         };
-        println!("{:<14} {:>12} {:>7.1}s  {result}", o.target, runs, o.secs);
+        let fuzz_secs = o.fuzz_secs.map_or("?".to_string(), |s| format!("{s} s"));
+        println!(
+            "{:<14} {:>12} {:>8} {:>6.1} s  {result}",
+            o.target, runs, fuzz_secs, o.secs
+        );
     }
     let crashed: Vec<String> = outcomes
         .iter()
