@@ -40,21 +40,24 @@ pub fn authorized(auth: &Auth, head: &RequestHead<'_, '_>) -> bool {
     }
     if let Some(value) = head.header("authorization") {
         if let Some(creds) = http::basic_auth_credentials(value)
-            && any_ct_eq(&auth.basic, &creds) {
-                return true;
-            }
+            && any_ct_eq(&auth.basic, &creds)
+        {
+            return true;
+        }
         if let Some(token) = bearer_token(value)
-            && any_ct_eq(&auth.tokens, token) {
-                return true;
-            }
+            && any_ct_eq(&auth.tokens, token)
+        {
+            return true;
+        }
     }
     if !auth.tokens.is_empty()
-        && let Some(t) = head.query().and_then(|q| http::query_param(q, "token")) {
-            let mut decoded = Vec::new();
-            if http::percent_decode(t, &mut decoded).is_ok() && any_ct_eq(&auth.tokens, &decoded) {
-                return true;
-            }
+        && let Some(t) = head.query().and_then(|q| http::query_param(q, "token"))
+    {
+        let mut decoded = Vec::new();
+        if http::percent_decode(t, &mut decoded).is_ok() && any_ct_eq(&auth.tokens, &decoded) {
+            return true;
         }
+    }
     false
 }
 

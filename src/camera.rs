@@ -41,9 +41,6 @@ pub const TOKEN_STREAM_ERR: Token = TOKEN_BASE + 3;
 /// clients (epoll is level-triggered: the rest is read next turn).
 const READ_BUDGET_BYTES: usize = 512 * 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// A stream process that gives no frame for this long is hung: restart it.
-/// rpicam-vid takes 1-3 s to give its first frame on a Pi Zero.
-const STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// After SIGTERM, a tool gets this long before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -534,9 +531,10 @@ impl Proc {
 
     fn escalate(&mut self, now: Instant) {
         if let Some(t) = self.term_sent
-            && now >= t + STOP_GRACE {
-                self.signal(Signal::SIGKILL);
-            }
+            && now >= t + STOP_GRACE
+        {
+            self.signal(Signal::SIGKILL);
+        }
     }
 
     fn close_stdout(&mut self, reactor: &Reactor) {
@@ -553,9 +551,10 @@ impl Proc {
 
     fn reap(&mut self) -> Option<std::process::ExitStatus> {
         if self.exit.is_none()
-            && let Ok(Some(st)) = self.child.try_wait() {
-                self.exit = Some(st);
-            }
+            && let Ok(Some(st)) = self.child.try_wait()
+        {
+            self.exit = Some(st);
+        }
         self.exit
     }
 
@@ -720,6 +719,7 @@ pub struct Camera {
     orientation: u8,
     still_timeout: Duration,
     linger: Duration,
+    stall_timeout: Duration,
     max_frame_bytes: usize,
     quiet: bool,
     pattern: Option<TestPattern>,
@@ -758,6 +758,7 @@ impl Camera {
             orientation,
             still_timeout: cfg.still_timeout,
             linger: cfg.stream_linger,
+            stall_timeout: cfg.stream_stall_timeout,
             max_frame_bytes: cfg.max_frame_bytes,
             quiet,
             pattern,
@@ -842,10 +843,11 @@ impl Camera {
         // While the stream runs the camera is busy: the newest frame is the
         // snapshot (and fresh: at most one frame interval old).
         if self.stream_running()
-            && let Some((frame, _)) = &self.latest {
-                events.push(CameraEvent::Still(Ok(frame.clone())));
-                return;
-            }
+            && let Some((frame, _)) = &self.latest
+        {
+            events.push(CameraEvent::Still(Ok(frame.clone())));
+            return;
+        }
         if let Some(p) = &mut self.pattern {
             let mut out = Vec::new();
             p.render(0, reactor::wall_us(), &mut out);
@@ -1073,7 +1075,6 @@ impl Camera {
                 *got_frame = true;
             }
         }
-        let first_ok = !frames.is_empty();
         // Each kind of trouble is logged when it first happens, then counted.
         if oversize > 0 && self.stats.frames_dropped_oversize == 0 {
             log("camera: stream: dropping frames larger than --max-frame-bytes");
@@ -1087,9 +1088,6 @@ impl Camera {
         self.stats.frames_dropped_oversize += oversize;
         self.stats.frames_dropped_corrupt += corrupt;
         self.stats.garbage_bytes += garbage;
-        if first_ok && self.failures > 0 {
-            // Frames flow again; the backoff resets once it ran HEALTHY_RUN.
-        }
         for f in frames {
             self.emit_frame(f, now, events);
         }
@@ -1125,68 +1123,76 @@ impl Camera {
             next_frame,
             frame_no,
         } = &mut self.stream
-            && now >= *next_frame {
-                let interval =
-                    Duration::from_micros(1_000_000 / u64::from(self.picture.fps.max(1)));
-                let no = *frame_no;
-                *frame_no += 1;
-                *next_frame += interval;
-                // Fell behind (a stopped process, a slow machine): skip
-                // ahead instead of bursting to catch up.
-                if *next_frame < now {
-                    *next_frame = now + interval;
-                }
-                if let Some(p) = &mut self.pattern {
-                    let mut out = Vec::new();
-                    p.render(no, reactor::wall_us(), &mut out);
-                    self.emit_frame(out, now, events);
-                }
+            && now >= *next_frame
+        {
+            let interval = Duration::from_micros(1_000_000 / u64::from(self.picture.fps.max(1)));
+            let no = *frame_no;
+            *frame_no += 1;
+            *next_frame += interval;
+            // Fell behind (a stopped process, a slow machine): skip
+            // ahead instead of bursting to catch up.
+            if *next_frame < now {
+                *next_frame = now + interval;
             }
+            if let Some(p) = &mut self.pattern {
+                let mut out = Vec::new();
+                p.render(no, reactor::wall_us(), &mut out);
+                self.emit_frame(out, now, events);
+            }
+        }
         if let Some(job) = &mut self.still
-            && now >= job.deadline && job.verdict.is_none() {
-                job.verdict = Some(Err(CaptureError::Timeout));
-                job.proc.stop(reactor, now);
-                job.proc.signal(Signal::SIGKILL);
-            }
+            && now >= job.deadline
+            && job.verdict.is_none()
+        {
+            job.verdict = Some(Err(CaptureError::Timeout));
+            job.proc.stop(reactor, now);
+            job.proc.signal(Signal::SIGKILL);
+        }
         if let Some(d) = self.still_from_stream_deadline
-            && now >= d && self.still_from_stream {
-                self.still_from_stream = false;
-                self.still_from_stream_deadline = None;
-                self.note_error("still: no stream frame before --still-timeout");
-                events.push(CameraEvent::Still(Err(CaptureError::Timeout)));
-            }
+            && now >= d
+            && self.still_from_stream
+        {
+            self.still_from_stream = false;
+            self.still_from_stream_deadline = None;
+            self.note_error("still: no stream frame before --still-timeout");
+            events.push(CameraEvent::Still(Err(CaptureError::Timeout)));
+        }
         if let Some(until) = self.linger_until
-            && now >= until {
-                self.linger_until = None;
-            }
+            && now >= until
+        {
+            self.linger_until = None;
+        }
         if let Stream::Running {
             proc,
             last_frame,
             got_frame,
             ..
         } = &mut self.stream
-            && now >= *last_frame + STREAM_STALL_TIMEOUT && proc.term_sent.is_none() {
-                let what = if *got_frame {
-                    "stalled"
-                } else {
-                    "gave no frame"
-                };
-                let label = proc.label;
-                proc.stop(reactor, now);
-                let msg = format!(
-                    "{label}: {what} for {} s, restarting",
-                    STREAM_STALL_TIMEOUT.as_secs()
-                );
-                self.note_error(&msg);
-            }
+            && now >= *last_frame + self.stall_timeout
+            && proc.term_sent.is_none()
+        {
+            let what = if *got_frame {
+                "stalled"
+            } else {
+                "gave no frame"
+            };
+            let label = proc.label;
+            proc.stop(reactor, now);
+            let msg = format!(
+                "{label}: {what} for {:.1} s, restarting",
+                self.stall_timeout.as_secs_f64()
+            );
+            self.note_error(&msg);
+        }
         if let Stream::Backoff { until } = self.stream
-            && now >= until {
-                self.stream = Stream::Off;
-                if self.stream_wanted() {
-                    self.stats.stream_restarts += 1;
-                    self.ensure_stream(reactor, now);
-                }
+            && now >= until
+        {
+            self.stream = Stream::Off;
+            if self.stream_wanted() {
+                self.stats.stream_restarts += 1;
+                self.ensure_stream(reactor, now);
             }
+        }
         for p in &mut self.dying {
             p.escalate(now);
         }
@@ -1208,49 +1214,48 @@ impl Camera {
         // process has exited (we need its status).
         let mut finished = None;
         if let Some(job) = &mut self.still
-            && let Some(st) = job.proc.reap() {
-                // Output after exit may still sit in the pipe: read it.
-                if job.proc.stdout.is_some() && job.verdict.is_none() {
-                    let max = self.max_frame_bytes;
-                    let buf = &mut job.out;
-                    if let Some(out) = job.proc.stdout.as_mut() {
-                        match read_pipe(out, |c| {
-                            if buf.len() + c.len() > max {
-                                return false;
-                            }
-                            buf.extend_from_slice(c);
-                            true
-                        }) {
-                            ReadOutcome::TooLarge => {
-                                job.verdict = Some(Err(CaptureError::TooLarge))
-                            }
-                            ReadOutcome::Eof => job.verdict = Some(Ok(())),
-                            // A grandchild holds the pipe open; what we
-                            // have is what the tool wrote.
-                            ReadOutcome::Open => job.verdict = Some(Ok(())),
+            && let Some(st) = job.proc.reap()
+        {
+            // Output after exit may still sit in the pipe: read it.
+            if job.proc.stdout.is_some() && job.verdict.is_none() {
+                let max = self.max_frame_bytes;
+                let buf = &mut job.out;
+                if let Some(out) = job.proc.stdout.as_mut() {
+                    match read_pipe(out, |c| {
+                        if buf.len() + c.len() > max {
+                            return false;
                         }
+                        buf.extend_from_slice(c);
+                        true
+                    }) {
+                        ReadOutcome::TooLarge => job.verdict = Some(Err(CaptureError::TooLarge)),
+                        ReadOutcome::Eof => job.verdict = Some(Ok(())),
+                        // A grandchild holds the pipe open; what we
+                        // have is what the tool wrote.
+                        ReadOutcome::Open => job.verdict = Some(Ok(())),
                     }
                 }
-                job.proc.drain_stderr(reactor, now, self.quiet);
-                let verdict = job.verdict.unwrap_or(Ok(()));
-                let result = match verdict {
-                    Err(e) => Err(e),
-                    Ok(()) if !st.success() => Err(match (st.code(), st.signal()) {
-                        (Some(c), _) => CaptureError::Exited(c),
-                        (None, Some(s)) => CaptureError::Killed(s),
-                        _ => CaptureError::Exited(-1),
-                    }),
-                    Ok(()) => match jpeg::parse_single(&job.out, self.max_frame_bytes) {
-                        Ok(range) => {
-                            let bytes = job.out.get(range).unwrap_or_default().to_vec();
-                            Ok(Rc::from(jpeg::normalize(bytes, self.orientation)))
-                        }
-                        Err(e) => Err(CaptureError::NotJpeg(e)),
-                    },
-                };
-                let tail = job.proc.stderr_tail();
-                finished = Some((result, tail));
             }
+            job.proc.drain_stderr(reactor, now, self.quiet);
+            let verdict = job.verdict.unwrap_or(Ok(()));
+            let result = match verdict {
+                Err(e) => Err(e),
+                Ok(()) if !st.success() => Err(match (st.code(), st.signal()) {
+                    (Some(c), _) => CaptureError::Exited(c),
+                    (None, Some(s)) => CaptureError::Killed(s),
+                    _ => CaptureError::Exited(-1),
+                }),
+                Ok(()) => match jpeg::parse_single(&job.out, self.max_frame_bytes) {
+                    Ok(range) => {
+                        let bytes = job.out.get(range).unwrap_or_default().to_vec();
+                        Ok(Rc::from(jpeg::normalize(bytes, self.orientation)))
+                    }
+                    Err(e) => Err(CaptureError::NotJpeg(e)),
+                },
+            };
+            let tail = job.proc.stderr_tail();
+            finished = Some((result, tail));
+        }
         if let Some((result, tail)) = finished {
             if let Some(mut job) = self.still.take() {
                 job.proc.close_stdout(reactor);
@@ -1281,14 +1286,15 @@ impl Camera {
             got_frame,
             ..
         } = &mut self.stream
-            && let Some(st) = proc.reap() {
-                proc.drain_stderr(reactor, now, self.quiet);
-                let ran = now.saturating_duration_since(proc.started);
-                if splitter.finish().is_some() {
-                    self.stats.frames_dropped_corrupt += 1;
-                }
-                died = Some((st, proc.stderr_tail(), ran, *got_frame));
+            && let Some(st) = proc.reap()
+        {
+            proc.drain_stderr(reactor, now, self.quiet);
+            let ran = now.saturating_duration_since(proc.started);
+            if splitter.finish().is_some() {
+                self.stats.frames_dropped_corrupt += 1;
             }
+            died = Some((st, proc.stderr_tail(), ran, *got_frame));
+        }
         if let Some((st, tail, ran, got_frame)) = died {
             if let Stream::Running { mut proc, .. } =
                 std::mem::replace(&mut self.stream, Stream::Off)
@@ -1316,9 +1322,10 @@ impl Camera {
             self.stop_stream(reactor, now);
         }
         if !self.stream_wanted()
-            && let Stream::Backoff { .. } = self.stream {
-                self.stream = Stream::Off;
-            }
+            && let Stream::Backoff { .. } = self.stream
+        {
+            self.stream = Stream::Off;
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -1329,7 +1336,7 @@ impl Camera {
             Stream::Running {
                 proc, last_frame, ..
             } => {
-                at(*last_frame + STREAM_STALL_TIMEOUT);
+                at(*last_frame + self.stall_timeout);
                 if let Some(t) = proc.term_sent {
                     at(t + STOP_GRACE);
                 }

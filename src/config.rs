@@ -34,6 +34,9 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// How long the stream process keeps running after the last viewer leaves,
 /// so a page reload does not restart the camera.
 pub const DEFAULT_STREAM_LINGER: Duration = Duration::from_secs(5);
+/// A stream process that gives no frame for this long is hung: restart it.
+/// rpicam-vid takes 1-3 s to give its first frame on a Pi Zero.
+pub const DEFAULT_STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CameraKind {
@@ -66,6 +69,7 @@ pub struct CameraConfig {
     pub picture: Picture,
     pub still_timeout: Duration,
     pub stream_linger: Duration,
+    pub stream_stall_timeout: Duration,
     pub max_frame_bytes: usize,
 }
 
@@ -153,6 +157,7 @@ Camera:
   --still-delay-ms N     camera settle time before a still (default 1000)
   --still-timeout DUR    give up on a still capture after DUR (default 10s)
   --stream-linger DUR    keep the stream running DUR after the last viewer (5s)
+  --stream-stall-timeout DUR  restart a stream tool silent this long (10s)
   --max-frame-bytes N    drop camera frames larger than N (default 8MiB)
 
 Security:
@@ -201,6 +206,7 @@ impl Config {
                 },
                 still_timeout: DEFAULT_STILL_TIMEOUT,
                 stream_linger: DEFAULT_STREAM_LINGER,
+                stream_stall_timeout: DEFAULT_STREAM_STALL_TIMEOUT,
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             },
             limits: Limits {
@@ -299,6 +305,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             }
             "--still-timeout" => cam.still_timeout = parse_duration(&flag, &value(&mut it)?)?,
             "--stream-linger" => cam.stream_linger = parse_duration(&flag, &value(&mut it)?)?,
+            "--stream-stall-timeout" => {
+                cam.stream_stall_timeout = parse_duration(&flag, &value(&mut it)?)?
+            }
             "--max-frame-bytes" => {
                 cam.max_frame_bytes = parse_size(&flag, &value(&mut it)?, 1024, 256 << 20)?
             }

@@ -589,12 +589,13 @@ impl Conn {
     /// Starts the closing handshake from our side (shutdown: 1001).
     pub fn close_ws(&mut self, code: u16, out: &mut Vec<Action>) {
         if let ConnState::WebSocket { close_sent, .. } = &mut self.state
-            && !*close_sent {
-                *close_sent = true;
-                let mut b = Vec::new();
-                ws::encode_close(&mut b, code, "");
-                out.push(Action::Send(Bytes::Owned(b)));
-            }
+            && !*close_sent
+        {
+            *close_sent = true;
+            let mut b = Vec::new();
+            ws::encode_close(&mut b, code, "");
+            out.push(Action::Send(Bytes::Owned(b)));
+        }
     }
 
     /// The nearest instant at which `on_timer` has work.

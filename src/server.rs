@@ -144,11 +144,12 @@ impl Server {
             self.camera
                 .set_viewers(viewers && self.stopping_until.is_none(), &self.reactor, now);
             if let Some(until) = self.stopping_until
-                && (self.clients.is_empty() || now >= until) {
-                    self.camera.shutdown(&self.reactor);
-                    eprintln!("stopped");
-                    return Ok(());
-                }
+                && (self.clients.is_empty() || now >= until)
+            {
+                self.camera.shutdown(&self.reactor);
+                eprintln!("stopped");
+                return Ok(());
+            }
         }
     }
 
@@ -474,9 +475,10 @@ impl Server {
 
     fn on_timers(&mut self, now: Instant) {
         if let Some(t) = self.listeners_paused_until
-            && now >= t {
-                self.resume_listeners();
-            }
+            && now >= t
+        {
+            self.resume_listeners();
+        }
         let mut ev = std::mem::take(&mut self.cam_events);
         if self.camera.next_deadline().is_some_and(|d| now >= d) {
             self.camera.on_tick(&self.reactor, now, &mut ev);

@@ -1557,28 +1557,20 @@ mod tests {
         };
         let chrome = headers(CHROME);
         for method in ["HEAD", "POST", "get"] {
-            check(
-                RequestHead {
-                    method,
-                    ..get(Version::Http11, &chrome)
-                },
-                NotGet,
-            );
+            let head = get(Version::Http11, &chrome);
+            check(RequestHead { method, ..head }, NotGet);
         }
         check(get(Version::Http10, &chrome), NotHttp11);
-        let http11 = |fields: &[Header<'static>], want| check(get(Version::Http11, fields), want);
-        http11(&chrome_with("Upgrade", None), NoUpgradeWebsocket);
-        http11(&chrome_with("Upgrade", Some(b"h2c")), NoUpgradeWebsocket);
-        http11(
-            &chrome_with("Upgrade", Some(b"websocket/13")),
-            NoUpgradeWebsocket,
-        );
-        http11(&chrome_with("Connection", None), NoConnectionUpgrade);
-        http11(
-            &chrome_with("Connection", Some(b"keep-alive")),
-            NoConnectionUpgrade,
-        );
-        http11(&chrome_with("Sec-WebSocket-Key", None), MissingKey);
+        // CHROME with one field removed (None) or changed.
+        let with = |name, value: Option<&'static [u8]>, want| {
+            check(get(Version::Http11, &chrome_with(name, value)), want)
+        };
+        with("Upgrade", None, NoUpgradeWebsocket);
+        with("Upgrade", Some(b"h2c"), NoUpgradeWebsocket);
+        with("Upgrade", Some(b"websocket/13"), NoUpgradeWebsocket);
+        with("Connection", None, NoConnectionUpgrade);
+        with("Connection", Some(b"keep-alive"), NoConnectionUpgrade);
+        with("Sec-WebSocket-Key", None, MissingKey);
         for bad in [
             &b""[..],
             b"dGhlIHNhbXBsZSBub25jZQ",       // no padding
@@ -1589,20 +1581,17 @@ mod tests {
             b"dGhlIHNhbXBsZSBub25jZQ=!",     // not base64
             b"dGhlIHNhbXBsZSBub25jZQ==\0",
         ] {
-            http11(&chrome_with("Sec-WebSocket-Key", Some(bad)), BadKey);
+            with("Sec-WebSocket-Key", Some(bad), BadKey);
         }
-        http11(&chrome_with("Sec-WebSocket-Version", None), MissingVersion);
+        with("Sec-WebSocket-Version", None, MissingVersion);
         for bad in [&b"8"[..], b"12", b"13, 8", b"013", b""] {
-            http11(
-                &chrome_with("Sec-WebSocket-Version", Some(bad)),
-                UnsupportedVersion,
-            );
+            with("Sec-WebSocket-Version", Some(bad), UnsupportedVersion);
         }
         for name in ["Sec-WebSocket-Key", "Sec-WebSocket-Version", "Origin"] {
             let mut fields = headers(CHROME);
             let again = *fields.iter().find(|h| h.name == name).unwrap();
             fields.push(again);
-            http11(&fields, DuplicateHeader(name));
+            check(get(Version::Http11, &fields), DuplicateHeader(name));
         }
     }
 
@@ -1877,119 +1866,55 @@ mod tests {
 
     #[test]
     fn every_decoder_error_and_its_close_code() {
-        let ping = client_frame(true, Opcode::Ping, b"", MASK);
-        let start = client_frame(false, Opcode::Text, b"ab", MASK);
-        let close = |body: &[u8]| client_frame(true, Opcode::Close, body, MASK);
+        use WsError::*;
+        let fails = |max: usize, stream: &[u8], want: WsError, close_code: u16| {
+            assert_eq!(decode(max, stream).error, Some(want), "{stream:02x?}");
+            assert_eq!(want.close_code(), close_code, "{want:?}");
+            // The error text goes out as the Close reason: 123 bytes at most.
+            let reason = want.to_string();
+            assert!(!reason.is_empty() && reason.len() <= 123, "{reason}");
+        };
+        let frame = |fin, opcode, payload: &[u8]| client_frame(fin, opcode, payload, MASK);
         let with_rsv = |bits: u8| {
-            let mut frame = client_frame(true, Opcode::Binary, b"x", MASK);
+            let mut frame = frame(true, Opcode::Binary, b"x");
             frame[0] |= bits << 4;
             frame
         };
-        let cases: Vec<(usize, Vec<u8>, WsError, u16)> = vec![
-            (100, with_rsv(0b100), WsError::ReservedBits, 1002),
-            (100, with_rsv(0b010), WsError::ReservedBits, 1002),
-            (100, with_rsv(0b001), WsError::ReservedBits, 1002),
-            (
-                100,
-                vec![0x82, 0x01, b'x'],
-                WsError::UnmaskedFromClient,
-                1002,
-            ),
-            (
-                100,
-                vec![0x09, 0x80, 1, 2, 3, 4],
-                WsError::FragmentedControl,
-                1002,
-            ),
-            (
-                100,
-                [vec![0x89, 0xFE, 0, 126], vec![0; 130]].concat(),
-                WsError::ControlTooLong,
-                1002,
-            ),
-            (
-                100,
-                vec![0x85, 0x80, 1, 2, 3, 4],
-                WsError::BadOpcode(5),
-                1002,
-            ),
-            (
-                100,
-                vec![0x8B, 0x80, 1, 2, 3, 4],
-                WsError::BadOpcode(0xB),
-                1002,
-            ),
-            (
-                100,
-                vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0],
-                WsError::LengthMsbSet,
-                1002,
-            ),
-            (
-                100,
-                vec![0x82, 0xFE, 0, 5, 1, 2, 3, 4],
-                WsError::NonMinimalLength,
-                1002,
-            ),
-            (
-                4,
-                client_frame(true, Opcode::Binary, b"12345", MASK),
-                WsError::TooLarge { len: 5 },
-                1009,
-            ),
-            (
-                4,
-                [
-                    start.clone(),
-                    client_frame(true, Opcode::Continuation, b"cde", MASK),
-                ]
-                .concat(),
-                WsError::TooLarge { len: 5 },
-                1009,
-            ),
-            (
-                100,
-                client_frame(true, Opcode::Text, b"\xff", MASK),
-                WsError::BadUtf8,
-                1007,
-            ),
-            (
-                100,
-                client_frame(true, Opcode::Continuation, b"x", MASK),
-                WsError::UnexpectedContinuation,
-                1002,
-            ),
-            (
-                100,
-                [start.clone(), start.clone()].concat(),
-                WsError::ExpectedContinuation,
-                1002,
-            ),
-            (
-                100,
-                [
-                    start.clone(),
-                    ping,
-                    client_frame(true, Opcode::Binary, b"", MASK),
-                ]
-                .concat(),
-                WsError::ExpectedContinuation,
-                1002,
-            ),
-            (100, close(&[0x03]), WsError::BadClosePayload, 1002),
-            (100, close(&[0x03, 0xED]), WsError::BadCloseCode(1005), 1002),
-            (100, close(b"\x03\xe8\xc3"), WsError::BadCloseReason, 1007),
-        ];
-        for (max, stream, want, code) in cases {
-            let got = decode(max, &stream);
-            assert_eq!(got.error, Some(want), "{stream:02x?}");
-            assert_eq!(want.close_code(), code);
-            // The error text goes out as the Close reason.
-            let reason = want.to_string();
-            assert!(!reason.is_empty() && reason.len() <= 123, "{reason}");
-        }
-        let biggest = WsError::TooLarge { len: u64::MAX }.to_string();
-        assert!(biggest.len() <= 123);
+        let start = frame(false, Opcode::Text, b"ab");
+        let ping = frame(true, Opcode::Ping, b"");
+
+        fails(100, &with_rsv(0b100), ReservedBits, 1002);
+        fails(100, &with_rsv(0b010), ReservedBits, 1002);
+        fails(100, &with_rsv(0b001), ReservedBits, 1002);
+        fails(100, &[0x82, 0x01, b'x'], UnmaskedFromClient, 1002);
+        fails(100, &[0x09, 0x80, 1, 2, 3, 4], FragmentedControl, 1002);
+        fails(100, &[0x89, 0xFE, 0, 126], ControlTooLong, 1002);
+        fails(100, &[0x85, 0x80, 1, 2, 3, 4], BadOpcode(5), 1002);
+        fails(100, &[0x8B, 0x80, 1, 2, 3, 4], BadOpcode(0xB), 1002);
+        let msb_set = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        fails(100, &msb_set, LengthMsbSet, 1002);
+        fails(100, &[0x82, 0xFE, 0, 5, 1, 2, 3, 4], NonMinimalLength, 1002);
+        let five = frame(true, Opcode::Binary, b"12345");
+        fails(4, &five, TooLarge { len: 5 }, 1009);
+        let continued = frame(true, Opcode::Continuation, b"cde");
+        let two_plus_three = [&start[..], &continued].concat();
+        fails(4, &two_plus_three, TooLarge { len: 5 }, 1009);
+        fails(100, &frame(true, Opcode::Text, b"\xff"), BadUtf8, 1007);
+        fails(100, &continued, UnexpectedContinuation, 1002);
+        let restart = [&start[..], &start].concat();
+        fails(100, &restart, ExpectedContinuation, 1002);
+        let binary = frame(true, Opcode::Binary, b"");
+        let restart_after_ping = [&start[..], &ping, &binary].concat();
+        fails(100, &restart_after_ping, ExpectedContinuation, 1002);
+        let one_byte = frame(true, Opcode::Close, &[0x03]);
+        fails(100, &one_byte, BadClosePayload, 1002);
+        let code_1005 = frame(true, Opcode::Close, &[0x03, 0xED]);
+        fails(100, &code_1005, BadCloseCode(1005), 1002);
+        let bad_reason = frame(true, Opcode::Close, b"\x03\xe8\xc3");
+        fails(100, &bad_reason, BadCloseReason, 1007);
+
+        let longest = TooLarge { len: u64::MAX }.to_string();
+        assert!(longest.len() <= 123, "{longest}");
     }
 
     #[test]

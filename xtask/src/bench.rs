@@ -6,9 +6,10 @@
 //!   same binary as `bench --replay`, which writes a folder of real JPEG frames
 //!   of a chosen size to stdout at a fixed rate;
 //! - the *floor*: `bench --floor`, the simplest loop that gives the same bytes
-//!   to the same sockets (one shared buffer per frame, `writev` of header +
-//!   JPEG, non-blocking sockets, a socket still busy with an older frame skips
-//!   to the newest). It is what the kernel alone costs.
+//!   to the same sockets: it reads the same replay camera through a pipe,
+//!   then `writev`s one shared buffer per frame (header + JPEG) to every
+//!   non-blocking socket; a socket still busy with an older frame skips to
+//!   the newest. It is what the kernel alone costs.
 //!
 //! Both stamp each frame, when it leaves the camera, with two COM segments
 //! right after SOI: `picamd-ts=<unix µs>` and `picamd-seq=<n>`. The load client
@@ -748,11 +749,17 @@ impl FloorSock {
 }
 
 fn floor(args: &[String]) -> BoxResult<()> {
-    let frames = load_frames(Path::new(arg_value(args, "--dir")?))?;
-    let fps: u32 = parse_num("--fps", arg_value(args, "--fps")?, 1, 1000)?;
+    let dir = arg_value(args, "--dir")?;
+    let fps = arg_value(args, "--fps")?;
     let conns: usize = parse_num("--conns", arg_value(args, "--conns")?, 1, 100_000)?;
-    let max = arg_value(args, "--max-seconds")
-        .map_or(Ok(900.0), |s| parse_num("--max-seconds", s, 1.0, 86_400.0))?;
+    let max_arg = arg_value(args, "--max-seconds").unwrap_or("900");
+    let max: f64 = parse_num("--max-seconds", max_arg, 1.0, 86_400.0)?;
+    // The replay writes the folder's frames in name order, each stamped:
+    // knowing their lengths is all it takes to cut the pipe into frames.
+    let lengths: Vec<usize> = load_frames(Path::new(dir))?
+        .iter()
+        .map(|f| f.len() + STAMP_LEN)
+        .collect();
     let began = Instant::now();
     let listener = TcpListener::bind("127.0.0.1:0")?;
     eprintln!("listening on http://{}/", listener.local_addr()?);
@@ -777,41 +784,78 @@ fn floor(args: &[String]) -> BoxResult<()> {
     }
     drop(listener);
 
-    let period = Duration::from_secs(1) / fps;
-    let mut start = Instant::now();
-    let mut tick = 0u32;
-    for seq in 0u64.. {
-        if began.elapsed().as_secs_f64() > max || socks.iter().all(|s| s.dead) {
-            break;
+    // The same camera as picamd's, through the same kind of pipe, so the
+    // latency of both is measured from the same moment and the floor pays
+    // for reading the pipe as picamd does. A thread does the blocking reads;
+    // the loop below waits on the channel with a timeout, which is what
+    // lets it retry unfinished sockets between frames without poll(2).
+    let mut camera = Command::new(std::env::current_exe()?)
+        .args([
+            "bench",
+            "--replay",
+            "--dir",
+            dir,
+            "--fps",
+            fps,
+            "--max-seconds",
+            max_arg,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut pipe = camera.stdout.take().ok_or("no camera stdout")?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
+    thread::spawn(move || {
+        for len in lengths.iter().cycle() {
+            let mut jpeg = vec![0; *len];
+            if pipe.read_exact(&mut jpeg).is_err() || !is_jpeg(&jpeg) || tx.send(jpeg).is_err() {
+                break;
+            }
         }
-        let deadline = start + period * tick;
-        floor_flush_until(&mut socks, deadline);
-        let now = Instant::now();
-        if now - deadline > Duration::from_secs(1) {
-            start = now;
-            tick = 0;
-        }
-        tick += 1;
-        let mut jpeg = Vec::new();
-        stamp_into(
-            &mut jpeg,
-            &frames[(seq % frames.len() as u64) as usize],
-            wall_us(),
-            seq,
-        );
-        let frame = Rc::new(FloorFrame {
-            ws_head: ws_header(jpeg.len()),
-            mjpeg_head: format!(
-                "Content-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                jpeg.len()
-            )
-            .into_bytes(),
-            jpeg,
-        });
-        for s in &mut socks {
-            s.on_tick(&frame);
+    });
+
+    let mut backoff = Duration::from_micros(250);
+    while began.elapsed().as_secs_f64() < max && !socks.iter().all(|s| s.dead) {
+        // Sockets that made progress lately get retried with a growing
+        // pause; sockets that stalled are only tried when a frame comes.
+        let busy = socks
+            .iter()
+            .any(|s| s.pending.is_some() && s.idle_ticks < 2);
+        let wait = if busy {
+            backoff
+        } else {
+            Duration::from_millis(100)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(jpeg) => {
+                let frame = Rc::new(FloorFrame {
+                    ws_head: ws_header(jpeg.len()),
+                    mjpeg_head: format!(
+                        "Content-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                        jpeg.len()
+                    )
+                    .into_bytes(),
+                    jpeg,
+                });
+                for s in &mut socks {
+                    s.on_tick(&frame);
+                }
+                backoff = Duration::from_micros(250);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                for s in socks.iter_mut().filter(|s| s.idle_ticks < 2) {
+                    s.flush();
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(4));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                eprintln!("floor: the camera stopped or sent something else than the frames");
+                break;
+            }
         }
     }
+    let _ = camera.kill();
+    let _ = camera.wait();
     Ok(())
 }
 
@@ -841,31 +885,6 @@ fn floor_handshake(mut s: TcpStream) -> BoxResult<FloorSock> {
         idle_ticks: 0,
         dead: false,
     })
-}
-
-/// Until `deadline`, retries sockets that have a frame pending, with a
-/// growing sleep between passes (std has no poll; this is what a floor
-/// without epoll can do cheaply).
-fn floor_flush_until(socks: &mut [FloorSock], deadline: Instant) {
-    let mut backoff = Duration::from_micros(250);
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        let busy = socks
-            .iter()
-            .any(|s| s.pending.is_some() && s.idle_ticks < 2);
-        if !busy {
-            thread::sleep(deadline - now);
-            return;
-        }
-        thread::sleep(backoff.min(deadline - now));
-        for s in socks.iter_mut().filter(|s| s.idle_ticks < 2) {
-            s.flush();
-        }
-        backoff = (backoff * 2).min(Duration::from_millis(4));
-    }
 }
 
 /// A server's unmasked binary frame header (RFC 6455 §5.2) for `len` bytes.
@@ -2359,6 +2378,43 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99);
         assert_eq!(percentile(&[], 99.0), 0);
         assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn median_run_and_ratio_to_floor() {
+        let run = |server, us| Measurement {
+            scenario: "s".into(),
+            server,
+            cpu_us_per_frame: us,
+            lat_p99_ms: us / 10.0,
+            ..Measurement::default()
+        };
+        assert!(median_run(Vec::new()).is_none());
+        let m = median_run(vec![
+            run("picamd", 30.0),
+            run("picamd", 10.0),
+            run("picamd", 20.0),
+        ])
+        .unwrap();
+        assert_eq!(m.cpu_us_per_frame, 20.0);
+        assert_eq!(m.runs_cpu_us_per_frame, vec![10.0, 20.0, 30.0]);
+        let results = vec![m, run("floor", 16.0)];
+        assert_eq!(
+            ratio(&results, &results[0], |m| m.cpu_us_per_frame),
+            Some(1.25)
+        );
+        assert_eq!(ratio(&results, &results[1], |m| m.cpu_us_per_frame), None);
+        let t = table(&results);
+        assert!(
+            t.contains("| s | picamd |") && t.contains("20.0 (10–30) | 1.25 | 1.25 |"),
+            "{t}"
+        );
+        let j = to_json(&results, &parse_opts(&[]).unwrap(), 100.0);
+        assert!(
+            j.contains("\"cpu_ratio_to_floor\": 1.250")
+                && j.contains("\"runs_cpu_us_per_frame\": [10.000, 20.000, 30.000]"),
+            "{j}"
+        );
     }
 
     #[test]
