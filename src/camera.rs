@@ -850,7 +850,7 @@ impl Camera {
         }
         if let Some(p) = &mut self.pattern {
             let mut out = Vec::new();
-            p.render(0, reactor::wall_us(), &mut out);
+            p.render(self.stats.stills_captured, reactor::wall_us(), &mut out);
             let frame = jpeg::normalize(out, self.orientation);
             self.stats.stills_captured += 1;
             events.push(CameraEvent::Still(Ok(Rc::from(frame))));

@@ -484,23 +484,29 @@ fn find_number(prefix: &[u8], tag: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
 }
 
-/// The frames of a folder made by [`prepare_frames`], in name order.
-fn load_frames(dir: &Path) -> BoxResult<Vec<Vec<u8>>> {
+/// The `.jpg` files of a folder made by [`prepare_frames`], in name order
+/// (the order the replay sends them in).
+fn frame_paths(dir: &Path) -> BoxResult<Vec<PathBuf>> {
     let mut names: Vec<PathBuf> = fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
         .collect();
     names.sort();
+    if names.is_empty() {
+        return Err(format!("{}: no frames", dir.display()).into());
+    }
+    Ok(names)
+}
+
+/// The frames of a folder made by [`prepare_frames`], in name order.
+fn load_frames(dir: &Path) -> BoxResult<Vec<Vec<u8>>> {
     let mut frames = Vec::new();
-    for p in names {
+    for p in frame_paths(dir)? {
         let b = fs::read(&p)?;
         if !is_jpeg(&b) {
             return Err(format!("{}: not a JPEG", p.display()).into());
         }
         frames.push(b);
-    }
-    if frames.is_empty() {
-        return Err(format!("{}: no frames", dir.display()).into());
     }
     Ok(frames)
 }
@@ -755,11 +761,12 @@ fn floor(args: &[String]) -> BoxResult<()> {
     let max_arg = arg_value(args, "--max-seconds").unwrap_or("900");
     let max: f64 = parse_num("--max-seconds", max_arg, 1.0, 86_400.0)?;
     // The replay writes the folder's frames in name order, each stamped:
-    // knowing their lengths is all it takes to cut the pipe into frames.
-    let lengths: Vec<usize> = load_frames(Path::new(dir))?
-        .iter()
-        .map(|f| f.len() + STAMP_LEN)
-        .collect();
+    // knowing their lengths is all it takes to cut the pipe into frames
+    // (and the floor's memory stays that of a server holding one frame).
+    let mut lengths = Vec::new();
+    for p in frame_paths(Path::new(dir))? {
+        lengths.push(fs::metadata(p)?.len() as usize + STAMP_LEN);
+    }
     let began = Instant::now();
     let listener = TcpListener::bind("127.0.0.1:0")?;
     eprintln!("listening on http://{}/", listener.local_addr()?);
