@@ -25,10 +25,15 @@ fn test_pattern_serves_page_snapshot_status_and_streams() {
     }
 
     let mut m = srv.connect();
-    m.write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    m.write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let head = read_response(&mut m, true);
     assert_eq!(head.status, 200);
-    assert!(head.header("content-type").unwrap().starts_with("multipart/x-mixed-replace"));
+    assert!(
+        head.header("content-type")
+            .unwrap()
+            .starts_with("multipart/x-mixed-replace")
+    );
     let mut r = BufReader::new(m);
     let a = mjpeg_read_part(&mut r);
     let b = mjpeg_read_part(&mut r);

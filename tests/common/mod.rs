@@ -45,10 +45,10 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim_end_matches('/').to_string());
-                    }
+                if let Some(rest) = line.strip_prefix("listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.trim_end_matches('/').to_string());
                 }
                 let mut l = log2.lock().unwrap();
                 l.push_str(&line);
@@ -268,7 +268,7 @@ pub fn ws_read_frame(s: &mut TcpStream) -> (bool, u8, Vec<u8>) {
 pub fn ws_read_message(s: &mut TcpStream) -> (u8, Vec<u8>) {
     loop {
         let (_, op, p) = ws_read_frame(s);
-        if op < 8 || op == 8 {
+        if op <= 8 {
             return (op, p);
         }
     }
@@ -311,10 +311,10 @@ pub fn mjpeg_read_part(r: &mut impl BufRead) -> Vec<u8> {
             }
             continue;
         }
-        if let Some((n, v)) = t.split_once(':') {
-            if n.eq_ignore_ascii_case("content-length") {
-                len = Some(v.trim().parse::<usize>().unwrap());
-            }
+        if let Some((n, v)) = t.split_once(':')
+            && n.eq_ignore_ascii_case("content-length")
+        {
+            len = Some(v.trim().parse::<usize>().unwrap());
         }
     }
     let mut jpeg = vec![0; len.unwrap()];

@@ -360,14 +360,10 @@ fn arg_value<'a>(args: &'a [String], name: &str) -> BoxResult<&'a str> {
 // Paths
 
 /// The repository root: the parent of xtask's manifest directory.
-/// `PICAMD_ROOT` overrides it, for running this module from a scratch crate.
 fn repo_root() -> PathBuf {
-    match std::env::var_os("PICAMD_ROOT") {
-        Some(r) => PathBuf::from(r),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn target_dir(root: &Path) -> PathBuf {
