@@ -108,6 +108,7 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     pub www: Option<PathBuf>,
     pub ws_echo: bool,
+    pub zero_copy: bool,
     pub quiet: bool,
 }
 
@@ -138,6 +139,8 @@ Server:
   --quiet                no request log lines (errors are still logged)
   --ws-echo              enable /echo, a WebSocket echo endpoint for conformance
                          suites (Autobahn)
+  --zero-copy on|off     send large frames to several viewers from one in-memory
+                         file with sendfile instead of copying per viewer (on)
 
 Camera:
   --camera KIND          auto (default), test, rpicam, libcamera, raspistill,
@@ -223,6 +226,7 @@ impl Config {
             allow_origins: Vec::new(),
             www: None,
             ws_echo: false,
+            zero_copy: true,
             quiet: false,
         }
     }
@@ -266,6 +270,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--www" => cfg.www = Some(PathBuf::from(value(&mut it)?)),
             "--quiet" => cfg.quiet = true,
             "--ws-echo" => cfg.ws_echo = true,
+            "--zero-copy" => {
+                cfg.zero_copy = match value(&mut it)?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--zero-copy {other}: expected on or off")),
+                }
+            }
             "--camera" => {
                 cam.kind = match value(&mut it)?.as_str() {
                     "auto" => CameraKind::Auto,

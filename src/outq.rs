@@ -8,12 +8,13 @@
 //! frame already partly written is always finished: cutting it would corrupt
 //! the stream.
 //!
-//! No syscalls here: the server asks for `IoSlice`s and reports how many bytes
-//! the kernel took.
+//! No syscalls here: the server asks what to write next (`IoSlice`s, or a
+//! range of a file for `sendfile`) and reports how many bytes the kernel took.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::ops::Deref;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 /// Most slices handed to one `sendmsg`: a frame is at most three parts, so
@@ -40,6 +41,36 @@ impl Deref for Bytes {
     }
 }
 
+/// A frame's bytes in an in-memory file (a `memfd`), written once and sent
+/// to every viewer with `sendfile`: the kernel hands the same pages to each
+/// socket instead of copying the bytes from us once per viewer. The file is
+/// never written again (a new frame gets a new file), so bytes still queued
+/// in a socket cannot change under it.
+pub struct MemFile {
+    pub fd: OwnedFd,
+    pub len: usize,
+}
+
+/// A frame body: in our memory, or in a `MemFile`.
+#[derive(Clone)]
+pub enum Body {
+    Mem(Rc<[u8]>),
+    File(Rc<MemFile>),
+}
+
+impl Body {
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Mem(b) => b.len(),
+            Body::File(f) => f.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One frame as framed for one kind of viewer, shared by all of them: a
 /// per-kind header (WebSocket frame header or multipart part head), the body
 /// (the JPEG, or its base64 text) and a static tail (the next multipart
@@ -47,7 +78,7 @@ impl Deref for Bytes {
 #[derive(Clone)]
 pub struct Frame {
     pub head: Rc<[u8]>,
-    pub body: Rc<[u8]>,
+    pub body: Body,
     pub tail: &'static [u8],
 }
 
@@ -61,9 +92,41 @@ impl Frame {
     }
 }
 
+/// A queued piece: bytes in memory, or a whole `MemFile`.
+enum Chunk {
+    Mem(Bytes),
+    File(Rc<MemFile>),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Mem(b) => b.len(),
+            Chunk::File(f) => f.len,
+        }
+    }
+}
+
+/// What to hand the kernel next.
+pub enum Next<'a> {
+    Nothing,
+    /// `sendmsg` the first `n` slices; `more` says a file range follows
+    /// (`MSG_MORE`, so a small header and its body share packets).
+    Slices {
+        n: usize,
+        more: bool,
+    },
+    /// `sendfile` `len` bytes of `fd` from `offset`.
+    File {
+        fd: BorrowedFd<'a>,
+        offset: usize,
+        len: usize,
+    },
+}
+
 #[derive(Default)]
 pub struct OutQueue {
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
     /// Bytes of `chunks.front()` already written.
     offset: usize,
     /// How many chunks at the back form a frame that has not started to go
@@ -78,7 +141,7 @@ impl OutQueue {
 
     /// Bytes still to send (for `/status` and tests; O(chunks)).
     pub fn pending_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.len()).sum::<usize>() - self.offset
+        self.chunks.iter().map(Chunk::len).sum::<usize>() - self.offset
     }
 
     /// Queues bytes that must all go out in order (HTTP responses, WebSocket
@@ -88,7 +151,7 @@ impl OutQueue {
         if bytes.is_empty() {
             return;
         }
-        self.chunks.push_back(bytes);
+        self.chunks.push_back(Chunk::Mem(bytes));
         self.unstarted_frame_chunks = 0;
     }
 
@@ -99,13 +162,17 @@ impl OutQueue {
         for _ in 0..self.unstarted_frame_chunks {
             self.chunks.pop_back();
         }
+        let body = match &frame.body {
+            Body::Mem(b) => Chunk::Mem(Bytes::Shared(b.clone())),
+            Body::File(f) => Chunk::File(f.clone()),
+        };
         let mut n = 0;
         for part in [
-            Bytes::Shared(frame.head.clone()),
-            Bytes::Shared(frame.body.clone()),
-            Bytes::Static(frame.tail),
+            Chunk::Mem(Bytes::Shared(frame.head.clone())),
+            body,
+            Chunk::Mem(Bytes::Static(frame.tail)),
         ] {
-            if !part.is_empty() {
+            if part.len() > 0 {
                 self.chunks.push_back(part);
                 n += 1;
             }
@@ -115,20 +182,33 @@ impl OutQueue {
         dropped
     }
 
-    /// Fills `out` with the unsent bytes, in order; returns how many slices.
-    pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
+    /// What to write next: the in-memory bytes up to the next file (as
+    /// slices in `out`), or the unsent range of the file at the front.
+    pub fn next_write<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOV]) -> Next<'a> {
         let mut n = 0;
         for (i, chunk) in self.chunks.iter().enumerate() {
-            let Some(slot) = out.get_mut(n) else { break };
-            let bytes: &[u8] = if i == 0 {
-                chunk.get(self.offset..).unwrap_or_default()
-            } else {
-                chunk
-            };
-            *slot = IoSlice::new(bytes);
-            n += 1;
+            let skip = if i == 0 { self.offset } else { 0 };
+            match chunk {
+                Chunk::File(f) if n == 0 => {
+                    return Next::File {
+                        fd: f.fd.as_fd(),
+                        offset: skip,
+                        len: f.len - skip,
+                    };
+                }
+                Chunk::File(_) => return Next::Slices { n, more: true },
+                Chunk::Mem(b) => {
+                    let Some(slot) = out.get_mut(n) else { break };
+                    *slot = IoSlice::new(b.get(skip..).unwrap_or_default());
+                    n += 1;
+                }
+            }
         }
-        n
+        if n == 0 {
+            Next::Nothing
+        } else {
+            Next::Slices { n, more: false }
+        }
     }
 
     /// Records that the kernel took `written` bytes from the front.
@@ -169,26 +249,63 @@ mod tests {
     fn frame(tag: u8) -> Frame {
         Frame {
             head: Rc::from(vec![b'h', tag]),
-            body: Rc::from(vec![tag; 10]),
+            body: Body::Mem(Rc::from(vec![tag; 10])),
+            tail: b"--",
+        }
+    }
+
+    /// A frame whose body is in a real memfd (no syscall in outq itself;
+    /// the test reads the file to see what `sendfile` would send).
+    fn file_frame(tag: u8) -> Frame {
+        use std::io::Write;
+        let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap();
+        let mut f = std::fs::File::from(fd);
+        f.write_all(&[tag; 10]).unwrap();
+        Frame {
+            head: Rc::from(vec![b'h', tag]),
+            body: Body::File(Rc::new(MemFile {
+                fd: OwnedFd::from(f),
+                len: 10,
+            })),
             tail: b"--",
         }
     }
 
     fn drain(q: &mut OutQueue, step: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
         let mut got = Vec::new();
-        while !q.is_empty() {
+        loop {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let n = q.io_slices(&mut iov);
-            let all: Vec<u8> = iov[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            let all: Vec<u8> = match q.next_write(&mut iov) {
+                Next::Nothing => break,
+                Next::Slices { n, .. } => iov[..n].iter().flat_map(|s| s.iter().copied()).collect(),
+                Next::File { fd, offset, len } => {
+                    let f = std::fs::File::from(fd.try_clone_to_owned().unwrap());
+                    let mut b = vec![0; len];
+                    f.read_exact_at(&mut b, offset as u64).unwrap();
+                    b
+                }
+            };
             let take = all.len().min(step);
             got.extend_from_slice(&all[..take]);
             q.advance(take);
         }
+        assert!(q.is_empty());
         got
     }
 
     fn bytes_of(f: &Frame) -> Vec<u8> {
-        [&f.head[..], &f.body[..], f.tail].concat()
+        let body = match &f.body {
+            Body::Mem(b) => b.to_vec(),
+            Body::File(m) => {
+                use std::os::unix::fs::FileExt;
+                let file = std::fs::File::from(m.fd.try_clone().unwrap());
+                let mut b = vec![0; m.len];
+                file.read_exact_at(&mut b, 0).unwrap();
+                b
+            }
+        };
+        [&f.head[..], &body[..], f.tail].concat()
     }
 
     #[test]
@@ -233,6 +350,33 @@ mod tests {
         q.advance(7);
         assert_eq!(q.pending_bytes(), 4);
         assert_eq!(drain(&mut q, 1), b"orld");
+    }
+
+    #[test]
+    fn file_bodies_go_out_between_memory_parts_at_every_step() {
+        for step in [1, 3, 7, 100] {
+            let mut q = OutQueue::default();
+            let (a, b) = (file_frame(1), file_frame(2));
+            q.push_frame(&a);
+            q.advance(1);
+            q.push(Bytes::Static(b"PING"));
+            q.push_frame(&b);
+            let mut want = bytes_of(&a)[1..].to_vec();
+            want.extend_from_slice(b"PING");
+            want.extend(bytes_of(&b));
+            assert_eq!(drain(&mut q, step), want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn header_before_a_file_asks_for_more() {
+        let mut q = OutQueue::default();
+        q.push_frame(&file_frame(1));
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        assert!(matches!(
+            q.next_write(&mut iov),
+            Next::Slices { n: 1, more: true }
+        ));
     }
 
     #[test]

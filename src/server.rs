@@ -23,7 +23,7 @@ use crate::assets;
 use crate::camera::{self, Camera, CameraEvent, CaptureError};
 use crate::config::Config;
 use crate::conn::{Action, Conn, Policy, ReqInfo, Route, Viewer};
-use crate::outq::{Bytes, Frame, MAX_IOV, OutQueue};
+use crate::outq::{Body, Bytes, Frame, MAX_IOV, MemFile, Next, OutQueue};
 use crate::proto::http;
 use crate::proto::ws::{self, Opcode};
 use crate::reactor::{self, Interest, Reactor, Ready, SIGNAL_TOKEN, SignalEvent, Token};
@@ -40,6 +40,12 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(700);
 /// Largest file served from `--www`.
 const MAX_WWW_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Zero-copy fan-out (`memfd` + `sendfile`) pays for its extra syscalls
+/// and the file's page allocation only when several viewers take the same
+/// large frame; below these, one `writev` per viewer is cheaper (measured
+/// with `cargo xtask bench`, see README "Performance").
+const ZERO_COPY_MIN_VIEWERS: usize = 2;
+const ZERO_COPY_MIN_BYTES: usize = 16 * 1024;
 /// Sent with 503 for a failed still: when to try again.
 const RETRY_AFTER_SECS: &str = "2";
 
@@ -422,16 +428,32 @@ impl Server {
             return;
         };
         let mut dead = false;
-        while !c.out.is_empty() {
+        loop {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let n = c.out.io_slices(&mut iov);
-            let res = sendmsg::<SockaddrStorage>(
-                c.sock.as_raw_fd(),
-                &iov[..n],
-                &[],
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-                None,
-            );
+            let res = match c.out.next_write(&mut iov) {
+                Next::Nothing => break,
+                Next::Slices { n, more } => {
+                    let mut flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+                    if more {
+                        // nix has no name for it; the libc constant is the kernel's.
+                        flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
+                    }
+                    sendmsg::<SockaddrStorage>(
+                        c.sock.as_raw_fd(),
+                        iov.get(..n).unwrap_or_default(),
+                        &[],
+                        flags,
+                        None,
+                    )
+                }
+                // The socket is non-blocking, so sendfile returns EAGAIN
+                // like sendmsg. It has no MSG_NOSIGNAL: a vanished peer
+                // gives EPIPE because Rust binaries ignore SIGPIPE.
+                Next::File { fd, offset, len } => {
+                    let mut off = offset as libc::off_t;
+                    nix::sys::sendfile::sendfile(&c.sock, fd, Some(&mut off), len)
+                }
+            };
             match res {
                 Ok(w) => c.out.advance(w),
                 Err(Errno::EAGAIN) => break,
@@ -522,6 +544,20 @@ impl Server {
 
     fn fan_out(&mut self, jpeg: &Rc<[u8]>, now: Instant) {
         self.sample_fps(now);
+        let raw_viewers = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(c.viewer, Some(Viewer::WsBinary | Viewer::Mjpeg)))
+            .count();
+        let body = if self.cfg.zero_copy
+            && raw_viewers >= ZERO_COPY_MIN_VIEWERS
+            && jpeg.len() >= ZERO_COPY_MIN_BYTES
+        {
+            mem_file(jpeg).map(|f| Body::File(Rc::new(f)))
+        } else {
+            None
+        }
+        .unwrap_or_else(|| Body::Mem(jpeg.clone()));
         let mut ws_bin: Option<Frame> = None;
         let mut ws_b64: Option<Frame> = None;
         let mut mjpeg: Option<Frame> = None;
@@ -534,19 +570,19 @@ impl Server {
             let Some(kind) = c.viewer else { continue };
             let frame = match kind {
                 Viewer::WsBinary => {
-                    ws_bin.get_or_insert_with(|| ws_frame(jpeg.clone(), Opcode::Binary))
+                    ws_bin.get_or_insert_with(|| ws_frame(body.clone(), Opcode::Binary))
                 }
                 Viewer::WsBase64 => ws_b64.get_or_insert_with(|| {
                     use base64::Engine;
                     let text = base64::engine::general_purpose::STANDARD.encode(&jpeg[..]);
-                    ws_frame(Rc::from(text.into_bytes()), Opcode::Text)
+                    ws_frame(Body::Mem(Rc::from(text.into_bytes())), Opcode::Text)
                 }),
                 Viewer::Mjpeg => mjpeg.get_or_insert_with(|| {
                     let mut head = Vec::with_capacity(64);
                     http::encode_mjpeg_part_head(&mut head, jpeg.len());
                     Frame {
                         head: Rc::from(head),
-                        body: jpeg.clone(),
+                        body: body.clone(),
                         tail: http::MJPEG_PART_TAIL,
                     }
                 }),
@@ -832,7 +868,21 @@ fn policy(cfg: &Config) -> Policy<'_> {
     }
 }
 
-fn ws_frame(body: Rc<[u8]>, opcode: Opcode) -> Frame {
+/// Copies a frame into a fresh `memfd` for `sendfile` (None on any error:
+/// the caller falls back to memory, which always works).
+fn mem_file(bytes: &[u8]) -> Option<MemFile> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::io::Write;
+    let fd = memfd_create(c"picamd-frame", MFdFlags::MFD_CLOEXEC).ok()?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes).ok()?;
+    Some(MemFile {
+        fd: file.into(),
+        len: bytes.len(),
+    })
+}
+
+fn ws_frame(body: Body, opcode: Opcode) -> Frame {
     let mut hdr = [0u8; ws::MAX_FRAME_HEADER_BYTES];
     let n = ws::encode_frame_header(true, opcode, body.len() as u64, None, &mut hdr);
     Frame {

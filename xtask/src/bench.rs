@@ -168,7 +168,10 @@ enum ViewKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ServerKind {
+    /// picamd as shipped (zero-copy fan-out on).
     Picamd,
+    /// picamd with `--zero-copy off`: one `writev` per viewer, like the floor.
+    PicamdCopy,
     Floor,
 }
 
@@ -176,8 +179,13 @@ impl ServerKind {
     fn name(self) -> &'static str {
         match self {
             ServerKind::Picamd => "picamd",
+            ServerKind::PicamdCopy => "picamd-copy",
             ServerKind::Floor => "floor",
         }
+    }
+
+    fn is_picamd(self) -> bool {
+        matches!(self, ServerKind::Picamd | ServerKind::PicamdCopy)
     }
 }
 
@@ -268,7 +276,7 @@ fn parse_opts(args: &[String]) -> BoxResult<Opts> {
     let mut want_suite = false;
     let mut opts = Opts {
         scenarios: Vec::new(),
-        servers: vec![ServerKind::Picamd, ServerKind::Floor],
+        servers: vec![ServerKind::Picamd, ServerKind::PicamdCopy, ServerKind::Floor],
         seconds: 10.0,
         warmup: 1.0,
         repeat: 1,
@@ -300,9 +308,16 @@ fn parse_opts(args: &[String]) -> BoxResult<Opts> {
             "--server" => {
                 opts.servers = match value()? {
                     "picamd" => vec![ServerKind::Picamd],
+                    "picamd-copy" => vec![ServerKind::PicamdCopy],
                     "floor" => vec![ServerKind::Floor],
                     "both" => vec![ServerKind::Picamd, ServerKind::Floor],
-                    s => return Err(format!("--server {s}: expected picamd, floor or both").into()),
+                    "all" => vec![ServerKind::Picamd, ServerKind::PicamdCopy, ServerKind::Floor],
+                    s => {
+                        return Err(format!(
+                            "--server {s}: expected picamd, picamd-copy, floor, both or all"
+                        )
+                        .into());
+                    }
                 }
             }
             "--repeat" => opts.repeat = parse_num(flag, value()?, 1, 100)?,
@@ -1639,7 +1654,7 @@ fn start_server(
     let max = format!("{}", (seconds + 120.0).ceil());
     let mut cmd;
     match server {
-        ServerKind::Picamd => {
+        ServerKind::Picamd | ServerKind::PicamdCopy => {
             let replay = format!(
                 "{} bench --replay --dir {} --fps {} --max-seconds {max}",
                 env.exe.display(),
@@ -1664,6 +1679,9 @@ fn start_server(
                 "--stream-cmd",
                 &replay,
             ]);
+            if server == ServerKind::PicamdCopy {
+                cmd.args(["--zero-copy", "off"]);
+            }
             cmd.args([
                 "--fps",
                 &sc.fps.to_string(),
@@ -1743,7 +1761,7 @@ fn measure(
     }
     thread::sleep(Duration::from_secs_f64(opts.warmup));
 
-    let status0 = (server == ServerKind::Picamd)
+    let status0 = server.is_picamd()
         .then(|| http_get(proc.port, "/status").ok())
         .flatten();
     let cpu0 = cpu_ticks(&pid)?;
@@ -1759,7 +1777,7 @@ fn measure(
     let me1 = cpu_ticks("self")?;
     let rss_kb = status_kb(&pid, "VmRSS").unwrap_or(0);
     let peak_rss_kb = status_kb(&pid, "VmHWM").unwrap_or(0);
-    let status1 = (server == ServerKind::Picamd)
+    let status1 = server.is_picamd()
         .then(|| http_get(proc.port, "/status").ok())
         .flatten();
 
@@ -1770,7 +1788,7 @@ fn measure(
     drop(stalled);
     proc.stop();
     // The floor has no signal handler: only picamd must exit cleanly.
-    if server == ServerKind::Picamd
+    if server.is_picamd()
         && proc
             .child
             .try_wait()
@@ -1887,7 +1905,7 @@ fn bench(opts: &Opts) -> BoxResult<()> {
         ticks: clock_ticks_per_sec(),
         root,
     };
-    if opts.servers.contains(&ServerKind::Picamd) && !env.picamd.exists() {
+    if opts.servers.iter().any(|s| s.is_picamd()) && !env.picamd.exists() {
         return Err(format!("{} not found", env.picamd.display()).into());
     }
     let mut results = Vec::new();
@@ -1946,7 +1964,7 @@ fn median_run(mut runs: Vec<Measurement>) -> Option<Measurement> {
 
 /// picamd's value over the floor's for the same scenario.
 fn ratio(results: &[Measurement], m: &Measurement, f: impl Fn(&Measurement) -> f64) -> Option<f64> {
-    if m.server != "picamd" {
+    if !m.server.starts_with("picamd") {
         return None;
     }
     let floor = results
