@@ -140,7 +140,8 @@ Server:
   --ws-echo              enable /echo, a WebSocket echo endpoint for conformance
                          suites (Autobahn)
   --zero-copy on|off     send large frames to several viewers from one in-memory
-                         file with sendfile instead of copying per viewer (on)
+                         file with sendfile instead of copying per viewer (off:
+                         measured slower on loopback, see README Performance)
 
 Camera:
   --camera KIND          auto (default), test, rpicam, libcamera, raspistill,
@@ -226,7 +227,7 @@ impl Config {
             allow_origins: Vec::new(),
             www: None,
             ws_echo: false,
-            zero_copy: true,
+            zero_copy: false,
             quiet: false,
         }
     }

@@ -40,10 +40,11 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(700);
 /// Largest file served from `--www`.
 const MAX_WWW_FILE_BYTES: u64 = 16 * 1024 * 1024;
-/// Zero-copy fan-out (`memfd` + `sendfile`) pays for its extra syscalls
-/// and the file's page allocation only when several viewers take the same
-/// large frame; below these, one `writev` per viewer is cheaper (measured
-/// with `cargo xtask bench`, see README "Performance").
+/// Zero-copy fan-out (`--zero-copy on`: `memfd` + `sendfile`) can only pay
+/// for its extra syscall per viewer and the file's page allocation when
+/// several viewers take the same large frame, so it is never used below
+/// these. Measured on loopback it costs more than `writev` even at 200
+/// viewers (README "Performance"), hence off by default.
 const ZERO_COPY_MIN_VIEWERS: usize = 2;
 const ZERO_COPY_MIN_BYTES: usize = 16 * 1024;
 /// Sent with 503 for a failed still: when to try again.
