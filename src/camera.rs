@@ -395,7 +395,15 @@ pub fn resolve_source(cfg: &CameraConfig) -> Result<Source, String> {
         CameraKind::Raspistill => Some(Tool::Raspi),
         CameraKind::Ffmpeg => Some(Tool::Ffmpeg),
         CameraKind::Auto if cfg.stream_cmd.is_some() => None,
-        CameraKind::Auto => Some(detect_tool(&cfg.device)?),
+        CameraKind::Auto => Some(detect_tool(&cfg.device).map_err(|e| {
+            if cfg.still_cmd.is_some() {
+                format!(
+                    "{e}. --still-cmd alone is not enough: the live stream needs --stream-cmd too"
+                )
+            } else {
+                e
+            }
+        })?),
     };
     let stream = match (&cfg.stream_cmd, tool) {
         (Some(cmd), _) => cmd.clone(),
@@ -436,6 +444,41 @@ fn detect_tool(device: &str) -> Result<Tool, String> {
     ))
 }
 
+/// Rate limit for a tool's stderr lines, shared by every process of one
+/// kind (a still capture every 1.5 s must not log 5 lines each time).
+#[derive(Default)]
+struct LogLimiter {
+    window_start: Option<Instant>,
+    lines_in_window: u32,
+    suppressed: u32,
+}
+
+impl LogLimiter {
+    /// Whether to print a line now; summarises what was held back when a
+    /// new window opens.
+    fn allow(&mut self, label: &str, now: Instant) -> bool {
+        let start = *self.window_start.get_or_insert(now);
+        if now >= start + STDERR_WINDOW {
+            if self.suppressed > 0 {
+                log(&format!(
+                    "camera: {label}: {} more stderr lines not shown",
+                    self.suppressed
+                ));
+            }
+            self.window_start = Some(now);
+            self.lines_in_window = 0;
+            self.suppressed = 0;
+        }
+        if self.lines_in_window < STDERR_LINES_PER_WINDOW {
+            self.lines_in_window += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
 /// One running capture process.
 struct Proc {
     label: &'static str,
@@ -444,9 +487,6 @@ struct Proc {
     stderr: Option<ChildStderr>,
     stderr_line: Vec<u8>,
     stderr_tail: Vec<u8>,
-    stderr_window_start: Instant,
-    stderr_lines_in_window: u32,
-    stderr_suppressed: u32,
     started: Instant,
     term_sent: Option<Instant>,
     exit: Option<std::process::ExitStatus>,
@@ -482,9 +522,6 @@ impl Proc {
             stderr,
             stderr_line: Vec::new(),
             stderr_tail: Vec::new(),
-            stderr_window_start: now,
-            stderr_lines_in_window: 0,
-            stderr_suppressed: 0,
             started: now,
             term_sent: None,
             exit: None,
@@ -560,7 +597,7 @@ impl Proc {
 
     /// Drains stderr (always: a full pipe blocks the tool), logging whole
     /// lines, at most a few per window.
-    fn drain_stderr(&mut self, reactor: &Reactor, now: Instant, quiet_log: bool) {
+    fn drain_stderr(&mut self, reactor: &Reactor, now: Instant, limiter: &mut LogLimiter) {
         let mut buf = [0u8; 4096];
         let mut budget = READ_BUDGET_BYTES;
         loop {
@@ -569,7 +606,7 @@ impl Proc {
             };
             match err.read(&mut buf) {
                 Ok(0) => {
-                    self.flush_stderr_line(now, quiet_log);
+                    self.flush_stderr_line(now, limiter);
                     self.close_stderr(reactor);
                     return;
                 }
@@ -580,7 +617,7 @@ impl Proc {
                     self.stderr_tail.drain(..excess);
                     for &b in chunk {
                         if b == b'\n' || b == b'\r' {
-                            self.flush_stderr_line(now, quiet_log);
+                            self.flush_stderr_line(now, limiter);
                         } else if self.stderr_line.len() < STDERR_LINE_BYTES {
                             self.stderr_line.push(b);
                         }
@@ -600,27 +637,13 @@ impl Proc {
         }
     }
 
-    fn flush_stderr_line(&mut self, now: Instant, quiet_log: bool) {
+    fn flush_stderr_line(&mut self, now: Instant, limiter: &mut LogLimiter) {
         if self.stderr_line.is_empty() {
             return;
         }
-        if now >= self.stderr_window_start + STDERR_WINDOW {
-            if self.stderr_suppressed > 0 {
-                log(&format!(
-                    "camera: {}: {} more stderr lines not shown",
-                    self.label, self.stderr_suppressed
-                ));
-            }
-            self.stderr_window_start = now;
-            self.stderr_lines_in_window = 0;
-            self.stderr_suppressed = 0;
-        }
-        if self.stderr_lines_in_window < STDERR_LINES_PER_WINDOW && !quiet_log {
+        if limiter.allow(self.label, now) {
             let line = String::from_utf8_lossy(&self.stderr_line);
             log(&format!("camera: {}: {}", self.label, line.trim()));
-            self.stderr_lines_in_window += 1;
-        } else {
-            self.stderr_suppressed += 1;
         }
         self.stderr_line.clear();
     }
@@ -734,6 +757,8 @@ pub struct Camera {
     /// Processes told to stop, until reaped.
     dying: Vec<Proc>,
     latest: Option<(Rc<[u8]>, Instant)>,
+    still_log: LogLimiter,
+    stream_log: LogLimiter,
     pub stats: CameraStats,
 }
 
@@ -771,6 +796,8 @@ impl Camera {
             failures: 0,
             dying: Vec::new(),
             latest: None,
+            still_log: LogLimiter::default(),
+            stream_log: LogLimiter::default(),
             stats: CameraStats::default(),
         })
     }
@@ -989,18 +1016,17 @@ impl Camera {
         now: Instant,
         events: &mut Vec<CameraEvent>,
     ) {
-        let quiet = self.quiet;
         match token {
             TOKEN_STILL_OUT => self.read_still(reactor, now),
             TOKEN_STILL_ERR => {
                 if let Some(job) = &mut self.still {
-                    job.proc.drain_stderr(reactor, now, quiet);
+                    job.proc.drain_stderr(reactor, now, &mut self.still_log);
                 }
             }
             TOKEN_STREAM_OUT => self.read_stream(reactor, now, events),
             TOKEN_STREAM_ERR => {
                 if let Stream::Running { proc, .. } = &mut self.stream {
-                    proc.drain_stderr(reactor, now, quiet);
+                    proc.drain_stderr(reactor, now, &mut self.stream_log);
                 }
             }
             _ => {}
@@ -1236,7 +1262,7 @@ impl Camera {
                     }
                 }
             }
-            job.proc.drain_stderr(reactor, now, self.quiet);
+            job.proc.drain_stderr(reactor, now, &mut self.still_log);
             let verdict = job.verdict.unwrap_or(Ok(()));
             let result = match verdict {
                 Err(e) => Err(e),
@@ -1288,14 +1314,16 @@ impl Camera {
         } = &mut self.stream
             && let Some(st) = proc.reap()
         {
-            proc.drain_stderr(reactor, now, self.quiet);
+            proc.drain_stderr(reactor, now, &mut self.stream_log);
             let ran = now.saturating_duration_since(proc.started);
             if splitter.finish().is_some() {
                 self.stats.frames_dropped_corrupt += 1;
             }
-            died = Some((st, proc.stderr_tail(), ran, *got_frame));
+            // We stopped it ourselves (a stall): that was already logged.
+            let expected = proc.term_sent.is_some();
+            died = Some((st, proc.stderr_tail(), ran, *got_frame, expected));
         }
-        if let Some((st, tail, ran, got_frame)) = died {
+        if let Some((st, tail, ran, got_frame, expected)) = died {
             if let Stream::Running { mut proc, .. } =
                 std::mem::replace(&mut self.stream, Stream::Off)
             {
@@ -1307,13 +1335,15 @@ impl Camera {
                 self.failures = 0;
             }
             if self.stream_wanted() {
-                let how = describe_exit(st);
-                let msg = if tail.is_empty() {
-                    format!("stream: {how}")
-                } else {
-                    format!("stream: {how} ({tail})")
-                };
-                self.note_error(&msg);
+                if !expected {
+                    let how = describe_exit(st);
+                    let msg = if tail.is_empty() {
+                        format!("stream: {how}")
+                    } else {
+                        format!("stream: {how} ({tail})")
+                    };
+                    self.note_error(&msg);
+                }
                 self.backoff(now);
             }
         }

@@ -191,14 +191,27 @@ impl Conn {
         }
     }
 
-    /// The peer closed its side (EOF).
+    /// The peer closed its sending side (EOF). A half-closed client may
+    /// still be reading: what it asked for goes out, then we close.
     pub fn on_eof(&mut self, out: &mut Vec<Action>) {
         match self.state {
-            // A pending snapshot still goes out to a half-closed client
-            // (`curl` over a one-shot connection does exactly this).
+            // A pending snapshot still goes out (`curl` over a one-shot
+            // connection half-closes exactly like this).
             ConnState::AwaitingSnapshot { .. } => {}
-            ConnState::ReadingHead { .. } if self.inbuf.is_empty() => out.push(Action::Abort),
-            _ => out.push(Action::Abort),
+            // Answers already queued (pipelined, or a large page) are
+            // flushed; a partial head can never complete.
+            ConnState::ReadingHead { .. } => {
+                self.inbuf.clear();
+                out.push(Action::Close);
+                self.set_state(ConnState::Closing);
+            }
+            // A viewer that stops sending has gone away: a WebSocket peer
+            // must send a Close frame first (RFC 6455 §7.1.1).
+            ConnState::WebSocket { .. } | ConnState::Mjpeg => {
+                out.push(Action::Abort);
+                self.set_state(ConnState::Closing);
+            }
+            ConnState::Closing => {}
         }
     }
 

@@ -285,7 +285,7 @@ const GLYPH_ROWS: usize = 7;
 
 /// A 5x7 bitmap font, one string per row, `#` lit. Widths vary (`:` is
 /// narrower than a digit) so the clock fits larger.
-fn glyph(ch: u8) -> &'static [&'static str; GLYPH_ROWS] {
+const fn glyph(ch: u8) -> &'static [&'static str; GLYPH_ROWS] {
     match ch {
         b'0' => &[
             ".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###.",
@@ -362,8 +362,54 @@ fn glyph(ch: u8) -> &'static [&'static str; GLYPH_ROWS] {
     }
 }
 
+/// A glyph as bits: bit c of a row is column c, lit.
+#[derive(Clone, Copy)]
+struct Glyph {
+    rows: [u8; GLYPH_ROWS],
+    width: u8,
+}
+
+/// `glyph` as bits for every ASCII code.
+static FONT: [Glyph; 128] = font();
+
+/// Runs at compile time, so an out-of-range index is a build error, not a
+/// panic.
+#[allow(clippy::indexing_slicing)]
+const fn font() -> [Glyph; 128] {
+    let mut font = [Glyph {
+        rows: [0; GLYPH_ROWS],
+        width: 0,
+    }; 128];
+    let mut ch = 0;
+    while ch < 128 {
+        let rows = glyph(ch as u8);
+        let mut r = 0;
+        while r < GLYPH_ROWS {
+            let row = rows[r].as_bytes();
+            let mut c = 0;
+            while c < row.len() {
+                if row[c] == b'#' {
+                    font[ch].rows[r] |= 1 << c;
+                }
+                c += 1;
+            }
+            r += 1;
+        }
+        font[ch].width = rows[0].len() as u8;
+        ch += 1;
+    }
+    font
+}
+
+fn glyph_bits(ch: u8) -> Glyph {
+    FONT.get(usize::from(ch)).copied().unwrap_or(Glyph {
+        rows: [0; GLYPH_ROWS],
+        width: 3,
+    })
+}
+
 fn glyph_width(ch: u8) -> usize {
-    glyph(ch)[0].len()
+    usize::from(glyph_bits(ch).width)
 }
 
 /// Width of `text` in font pixels: glyphs plus one blank column between.
@@ -412,7 +458,15 @@ fn round_up(v: usize, to: usize) -> usize {
 }
 
 impl Layout {
-    fn new(w: usize, h: usize, clock_units: usize, frame_units: usize) -> Layout {
+    /// `frame_units` is the width of the frame line now, `frame_units_max`
+    /// the width it is sized for, so its font does not shrink each time
+    /// the counter gains a digit.
+    fn new(
+        (w, h): (usize, usize),
+        clock_units: usize,
+        frame_units_max: usize,
+        frame_units: usize,
+    ) -> Layout {
         let bar_w = ((w / 8) & !(MCU_PX - 1)).max(MCU_PX);
         let square_side = ((w.min(h) / 5) & !(MCU_PX - 1)).max(MCU_PX);
         // A ramp needs room for the panel above it; 64 rows is 4 MCUs.
@@ -429,6 +483,7 @@ impl Layout {
         // Leave some bars visible at the sides and above and below.
         let avail_w = w - w / 8;
         let area_h = ramp_top.unwrap_or(h);
+        let avail_h = area_h - area_h / 8;
         let clock_cell = snap_cell((avail_w / clock_units.max(1)).min(area_h * 2 / 5 / GLYPH_ROWS));
         if clock_cell == 0 {
             return layout;
@@ -440,55 +495,60 @@ impl Layout {
         };
         let fit = |units: usize| snap_cell((avail_w / units.max(1)).min(small_pref));
         let mut title_cell = fit(text_units(TITLE));
-        let mut frame_cell = fit(frame_units);
-        let pad = if clock_cell >= 8 { 16 } else { 2 * clock_cell };
-        let gap = if clock_cell >= 8 { 8 } else { clock_cell };
-        let line_h = |cell: usize| {
-            if cell == 0 {
-                0
-            } else {
-                GLYPH_ROWS * cell + gap
-            }
+        let mut frame_cell = fit(frame_units_max);
+        // Line tops are rounded up to 8 rows so big font pixels fill whole
+        // blocks.
+        let (pad, gap) = if clock_cell >= 8 {
+            (16, round_up(clock_cell * 3 / 2, 8))
+        } else {
+            (2 * clock_cell, clock_cell)
         };
-        let total = |t: usize, f: usize| 2 * pad + GLYPH_ROWS * clock_cell + line_h(t) + line_h(f);
-        if total(title_cell, frame_cell) > area_h - area_h / 8 {
+        let content_h = |title: usize, frame: usize| {
+            let mut y = 0;
+            if title > 0 {
+                y = round_up(GLYPH_ROWS * title + gap, 8);
+            }
+            y += GLYPH_ROWS * clock_cell;
+            if frame > 0 {
+                y = round_up(y + gap, 8) + GLYPH_ROWS * frame;
+            }
+            y
+        };
+        if content_h(title_cell, frame_cell) + 2 * pad > avail_h {
             title_cell = 0;
         }
-        if total(title_cell, frame_cell) > area_h - area_h / 8 {
+        if content_h(title_cell, frame_cell) + 2 * pad > avail_h {
             frame_cell = 0;
         }
-        let clock_w = clock_units * clock_cell;
-        let text_w = clock_w
+        let text_h = content_h(title_cell, frame_cell);
+        let text_w = (clock_units * clock_cell)
             .max(text_units(TITLE) * title_cell)
-            .max(frame_units * frame_cell);
+            .max(frame_units_max * frame_cell);
         let panel_w = round_up(text_w + 2 * pad, MCU_PX).min(w & !(MCU_PX - 1));
-        // Each line starts on an 8-pixel boundary so big font pixels fill
-        // whole blocks; rounding up may add a few rows.
-        let panel_h = round_up(total(title_cell, frame_cell) + 3 * 8, MCU_PX);
+        let panel_h = round_up(text_h + 2 * pad, MCU_PX);
         let x0 = (w.saturating_sub(panel_w) / 2) & !(MCU_PX - 1);
         let y0 = (area_h.saturating_sub(panel_h) / 2) & !(MCU_PX - 1);
         layout.panel = Some((x0, y0, x0 + panel_w, y0 + panel_h));
         let centred =
             |units: usize, cell: usize| x0 + ((panel_w.saturating_sub(units * cell) / 2) & !7);
-        let mut y = y0 + pad;
+        let mut y = y0 + (((panel_h - text_h) / 2) & !7);
         if title_cell > 0 {
             layout.title = Some(TextPos {
                 x: centred(text_units(TITLE), title_cell),
                 y,
                 cell: title_cell,
             });
-            y = round_up(y + line_h(title_cell), 8);
+            y = round_up(y + GLYPH_ROWS * title_cell + gap, 8);
         }
         layout.clock = Some(TextPos {
             x: centred(clock_units, clock_cell),
             y,
             cell: clock_cell,
         });
-        y = round_up(y + GLYPH_ROWS * clock_cell + gap, 8);
         if frame_cell > 0 {
             layout.frame_line = Some(TextPos {
                 x: centred(frame_units, frame_cell),
-                y,
+                y: round_up(y + GLYPH_ROWS * clock_cell + gap, 8),
                 cell: frame_cell,
             });
         }
@@ -603,8 +663,20 @@ struct Coding<'a> {
     ac: &'a HuffCodes,
 }
 
-/// The test pattern source. Holds the sample planes and the fixed part of
-/// the JPEG header, so `render` allocates nothing.
+/// What one frame shows, worked out once per frame and then drawn one
+/// MCU row (band) at a time.
+struct Scene {
+    layout: Layout,
+    /// Square's left, top and side.
+    square: (usize, usize, usize),
+    clock: [u8; 12],
+    frame_line: [u8; FRAME_LABEL.len() + 20],
+    frame_line_len: usize,
+}
+
+/// The test pattern source. Draws and encodes one band of 16 rows at a
+/// time, so its working set stays in the CPU cache whatever the frame
+/// size; holds every buffer it needs, so `render` allocates nothing.
 pub struct TestPattern {
     width: u32,
     height: u32,
@@ -614,11 +686,19 @@ pub struct TestPattern {
     /// Image size padded to whole MCUs (A.2.4).
     pw: usize,
     ph: usize,
-    /// Y at pw x ph, Cb and Cr at pw/2 x ph/2 (4:2:0).
+    /// The band being drawn: Y at pw x 16, Cb and Cr at pw/2 x 8 (4:2:0).
     y: Vec<u8>,
     cb: Vec<u8>,
     cr: Vec<u8>,
-    /// Flatness words for one MCU row: Y upper band, Y lower band (pw/8
+    /// One row of the bars in Y, Cb and Cr, redrawn per frame; every band
+    /// starts as copies of it.
+    bar_y: Vec<u8>,
+    bar_cb: Vec<u8>,
+    bar_cr: Vec<u8>,
+    /// The ramp's two kinds of rows, smooth and stepped; fixed per size.
+    ramp_smooth: Vec<u8>,
+    ramp_steps: Vec<u8>,
+    /// Flatness words for one band: Y upper half, Y lower half (pw/8
     /// each), Cb and Cr (pw/16 each). See `band_diffs`.
     band_diffs: Vec<u64>,
     /// APP0 (JFIF), DQT, SOF0, DHT and SOS: the same for every frame.
@@ -626,6 +706,16 @@ pub struct TestPattern {
     luma: QuantTable,
     chroma: QuantTable,
     transform: Transform,
+}
+
+/// The state of the scan across bands.
+#[derive(Default)]
+struct Scan {
+    bits: BitWriter,
+    /// F.1.2.1.3: DC predictions, one per component.
+    pred_y: i32,
+    pred_cb: i32,
+    pred_cr: i32,
 }
 
 impl TestPattern {
@@ -637,9 +727,15 @@ impl TestPattern {
         let h = height as usize;
         let pw = round_up(w, MCU_PX);
         let ph = round_up(h, MCU_PX);
+        let cs = pw / 2;
         let luma = QuantTable::new(&K1_LUMA, quality);
         let chroma = QuantTable::new(&K2_CHROMA, quality);
         let header = encode_header(width, height, &luma, &chroma);
+        // The ramp spans the image width; the stepped rows take the value
+        // at the middle of each block.
+        let span = w - 1;
+        let range = usize::from(RAMP_HI - RAMP_LO);
+        let ramp = |x: usize| RAMP_LO + u8::try_from(x.min(span) * range / span).unwrap_or(0);
         TestPattern {
             width,
             height,
@@ -647,10 +743,15 @@ impl TestPattern {
             h,
             pw,
             ph,
-            y: vec![0; pw * ph],
-            cb: vec![NEUTRAL; pw * ph / 4],
-            cr: vec![NEUTRAL; pw * ph / 4],
-            band_diffs: vec![0; pw / 8 * 2 + pw / 16 * 2],
+            y: vec![0; pw * MCU_PX],
+            cb: vec![NEUTRAL; cs * MCU_PX / 2],
+            cr: vec![NEUTRAL; cs * MCU_PX / 2],
+            bar_y: vec![0; pw],
+            bar_cb: vec![NEUTRAL; cs],
+            bar_cr: vec![NEUTRAL; cs],
+            ramp_smooth: (0..pw).map(ramp).collect(),
+            ramp_steps: (0..pw).map(|x| ramp((x & !7) + 4)).collect(),
+            band_diffs: vec![0; pw / 8 * 2 + cs / 8 * 2],
             header,
             luma,
             chroma,
@@ -671,56 +772,61 @@ impl TestPattern {
     /// drawn is UTC HH:MM:SS.mmm from it. `frame_no` moves the bars and the
     /// square one step and is printed, so a dropped frame shows.
     pub fn render(&mut self, frame_no: u64, unix_us: u64, out: &mut Vec<u8>) {
-        self.draw(frame_no, unix_us);
-        self.replicate_edges();
+        let scene = self.scene(frame_no, unix_us);
         out.extend_from_slice(&[0xFF, 0xD8]); // SOI
         encode_com(unix_us, out);
         out.extend_from_slice(&self.header);
-        self.encode_scan(out);
+        let mut scan = Scan::default();
+        for band in (0..self.ph).step_by(MCU_PX) {
+            self.draw_band(&scene, band);
+            self.encode_band(&mut scan, out);
+        }
+        scan.bits.flush(out);
         out.extend_from_slice(&[0xFF, 0xD9]); // EOI
     }
 
     fn layout(&self, frame_digits: usize) -> Layout {
         let clock_units = text_units(b"00:00:00.000");
-        let digits = frame_digits.max(FRAME_DIGITS_FOR_LAYOUT);
-        let frame_units = text_units(FRAME_LABEL) + digits * (glyph_width(b'0') + 1);
-        Layout::new(self.w, self.h, clock_units, frame_units)
+        let frame_units =
+            |digits: usize| text_units(FRAME_LABEL) + digits * (glyph_width(b'0') + 1);
+        let frame_units_max = frame_units(frame_digits.max(FRAME_DIGITS_FOR_LAYOUT));
+        Layout::new(
+            (self.w, self.h),
+            clock_units,
+            frame_units_max,
+            frame_units(frame_digits),
+        )
     }
 
-    fn draw(&mut self, frame_no: u64, unix_us: u64) {
+    /// Works out the frame and draws the row of bars every band starts from.
+    fn scene(&mut self, frame_no: u64, unix_us: u64) -> Scene {
         let mut digits_buf = [0u8; 20];
         let digits = format_u64(frame_no, &mut digits_buf);
         let layout = self.layout(digits.len());
-        self.draw_bars(frame_no, layout.bar_w);
-        self.draw_square(frame_no, layout.square_side);
-        if let Some(top) = layout.ramp_top {
-            self.draw_ramp(top);
+        let mut frame_line = [b' '; FRAME_LABEL.len() + 20];
+        let (label, num) = frame_line.split_at_mut(FRAME_LABEL.len());
+        label.copy_from_slice(FRAME_LABEL);
+        let n = digits.len().min(num.len());
+        if let (Some(dst), Some(src)) = (num.get_mut(..n), digits.get(..n)) {
+            dst.copy_from_slice(src);
         }
-        if let Some((x0, y0, x1, y1)) = layout.panel {
-            self.fill_rect(x0, y0, x1, y1, PANEL);
-        }
-        if let Some(p) = layout.title {
-            self.draw_text(TITLE, p, SMALL_TEXT);
-        }
-        if let Some(p) = layout.clock {
-            self.draw_text(&format_clock(unix_us), p, CLOCK_TEXT);
-        }
-        if let Some(p) = layout.frame_line {
-            let mut line = [b' '; FRAME_LABEL.len() + 20];
-            let (label, num) = line.split_at_mut(FRAME_LABEL.len());
-            label.copy_from_slice(FRAME_LABEL);
-            let n = digits.len().min(num.len());
-            if let (Some(dst), Some(src)) = (num.get_mut(..n), digits.get(..n)) {
-                dst.copy_from_slice(src);
-            }
-            let end = FRAME_LABEL.len() + n;
-            self.draw_text(line.get(..end).unwrap_or(&[]), p, SMALL_TEXT);
+        // A square bouncing off the frame edges one MCU per frame each way.
+        let side = layout.square_side;
+        let x = bounce(frame_no, self.w.saturating_sub(side) / MCU_PX) * MCU_PX;
+        let y = bounce(frame_no, self.h.saturating_sub(side) / MCU_PX) * MCU_PX;
+        self.draw_bar_row(frame_no, layout.bar_w);
+        Scene {
+            layout,
+            square: (x, y, side),
+            clock: format_clock(unix_us),
+            frame_line,
+            frame_line_len: FRAME_LABEL.len() + n,
         }
     }
 
     /// Vertical bars over the whole frame, moving right one MCU per frame
     /// (bar edges stay on the MCU grid, so every block is flat).
-    fn draw_bars(&mut self, frame_no: u64, bar_w: usize) {
+    fn draw_bar_row(&mut self, frame_no: u64, bar_w: usize) {
         let period = bar_w * BARS.len();
         let steps = (period / MCU_PX).max(1) as u64;
         let offset = (frame_no % steps) as usize * MCU_PX;
@@ -728,93 +834,130 @@ impl TestPattern {
             let i = ((x + period - offset) / bar_w) % BARS.len();
             BARS.get(i).copied().unwrap_or(PANEL)
         };
-        for (x, s) in self.y.iter_mut().take(self.w).enumerate() {
+        for (x, s) in self.bar_y.iter_mut().enumerate() {
             *s = bar_at(x).y;
         }
-        let cw = self.w.div_ceil(2);
-        let row = self.cb.iter_mut().zip(self.cr.iter_mut()).take(cw);
+        let row = self.bar_cb.iter_mut().zip(self.bar_cr.iter_mut());
         for (cx, (cb, cr)) in row.enumerate() {
             let c = bar_at(2 * cx);
             *cb = c.cb;
             *cr = c.cr;
         }
-        let cs = self.pw / 2;
-        copy_row_down(&mut self.y, self.pw, 0, 1..self.h);
-        copy_row_down(&mut self.cb, cs, 0, 1..self.h.div_ceil(2));
-        copy_row_down(&mut self.cr, cs, 0, 1..self.h.div_ceil(2));
     }
 
-    /// A square bouncing off the frame edges one MCU per frame each way.
-    fn draw_square(&mut self, frame_no: u64, side: usize) {
-        let x = bounce(frame_no, self.w.saturating_sub(side) / MCU_PX) * MCU_PX;
-        let y = bounce(frame_no, self.h.saturating_sub(side) / MCU_PX) * MCU_PX;
-        self.fill_rect(x, y, x + side, y + side, SQUARE);
+    /// Draws rows `band..band + 16` of the frame into the band buffers:
+    /// bars, square, ramp, panel, text, then the edge padding.
+    fn draw_band(&mut self, scene: &Scene, band: usize) {
+        let cs = self.pw / 2;
+        for row in self.y.chunks_exact_mut(self.pw) {
+            row.copy_from_slice(&self.bar_y);
+        }
+        for (cb, cr) in self
+            .cb
+            .chunks_exact_mut(cs)
+            .zip(self.cr.chunks_exact_mut(cs))
+        {
+            cb.copy_from_slice(&self.bar_cb);
+            cr.copy_from_slice(&self.bar_cr);
+        }
+        let (x, y, side) = scene.square;
+        self.fill_rect((x, y, x + side, y + side), SQUARE, band);
+        let layout = &scene.layout;
+        if let Some(top) = layout.ramp_top {
+            self.draw_ramp(top, band);
+        }
+        if let Some(rect) = layout.panel {
+            self.fill_rect(rect, PANEL, band);
+        }
+        if let Some(p) = layout.title {
+            self.draw_text(TITLE, p, SMALL_TEXT, band);
+        }
+        if let Some(p) = layout.clock {
+            self.draw_text(&scene.clock, p, CLOCK_TEXT, band);
+        }
+        if let Some(p) = layout.frame_line {
+            let line = scene.frame_line.get(..scene.frame_line_len);
+            self.draw_text(line.unwrap_or(&[]), p, SMALL_TEXT, band);
+        }
+        // A.2.4 leaves the samples that pad a frame to whole MCUs to the
+        // encoder; repeating the last column and row keeps the padding
+        // blocks flat (cheap) and free of ringing at the picture's edge.
+        let rows = self.h.min(band + MCU_PX) - band;
+        replicate(&mut self.y, self.pw, MCU_PX, self.w, rows);
+        let (cw, ch) = (self.w.div_ceil(2), self.h.div_ceil(2));
+        let crows = ch.min((band + MCU_PX) / 2) - band / 2;
+        replicate(&mut self.cb, cs, MCU_PX / 2, cw, crows);
+        replicate(&mut self.cr, cs, MCU_PX / 2, cw, crows);
     }
 
     /// A grey ramp from `top` to the bottom: its upper 8 rows are smooth,
     /// so their blocks are not flat and each frame exercises the DCT path;
     /// the rows below step once per block, so they cost nothing.
-    fn draw_ramp(&mut self, top: usize) {
-        let span = (self.w - 1).max(1);
-        let range = usize::from(RAMP_HI - RAMP_LO);
-        let ramp = |x: usize| RAMP_LO + u8::try_from(x.min(span) * range / span).unwrap_or(0);
-        let pw = self.pw;
-        if let Some(row) = self.y.get_mut(top * pw..top * pw + self.w) {
-            for (x, s) in row.iter_mut().enumerate() {
-                *s = ramp(x);
-            }
+    fn draw_ramp(&mut self, top: usize, band: usize) {
+        let (first, end) = (top.max(band), self.h.min(band + MCU_PX));
+        if first >= end {
+            return;
         }
-        let stepped = (top + 8).min(self.h);
-        copy_row_down(&mut self.y, pw, top, top + 1..stepped);
-        if let Some(row) = self.y.get_mut(stepped * pw..stepped * pw + self.w) {
-            for (x, s) in row.iter_mut().enumerate() {
-                *s = ramp((x & !7) + 4);
-            }
+        let rows = self.y.chunks_exact_mut(self.pw);
+        for (row, dst) in (band..end).zip(rows).skip(first - band) {
+            let src = if row < top + 8 {
+                &self.ramp_smooth
+            } else {
+                &self.ramp_steps
+            };
+            dst.copy_from_slice(src);
         }
-        copy_row_down(&mut self.y, pw, stepped, stepped + 1..self.h);
-        let cs = pw / 2;
-        let (cw, ch) = (self.w.div_ceil(2), self.h.div_ceil(2));
-        for row in top / 2..ch {
+        let cs = self.pw / 2;
+        let chroma_rows = (first / 2..end.div_ceil(2)).map(|r| r - band / 2);
+        for r in chroma_rows {
             for plane in [&mut self.cb, &mut self.cr] {
-                if let Some(s) = plane.get_mut(row * cs..row * cs + cw) {
+                if let Some(s) = plane.get_mut(r * cs..(r + 1) * cs) {
                     s.fill(NEUTRAL);
                 }
             }
         }
     }
 
-    fn draw_text(&mut self, text: &[u8], pos: TextPos, colour: Ycc) {
+    fn draw_text(&mut self, text: &[u8], pos: TextPos, colour: Ycc, band: usize) {
         let cell = pos.cell;
+        if pos.y >= band + MCU_PX || pos.y + GLYPH_ROWS * cell <= band {
+            return;
+        }
         let mut pen = pos.x;
         for &ch in text {
-            let rows = glyph(ch);
-            for (r, row) in rows.iter().enumerate() {
+            let g = glyph_bits(ch);
+            for (r, &row) in g.rows.iter().enumerate() {
                 let y0 = pos.y + r * cell;
+                if y0 >= band + MCU_PX || y0 + cell <= band {
+                    continue;
+                }
                 // One rectangle per run of lit font pixels.
-                let mut run_start = None;
-                for (col, lit) in row.bytes().map(|b| b == b'#').chain([false]).enumerate() {
-                    match (lit, run_start) {
-                        (true, None) => run_start = Some(col),
-                        (false, Some(start)) => {
-                            let x0 = pen + start * cell;
-                            self.fill_rect(x0, y0, pen + col * cell, y0 + cell, colour);
-                            run_start = None;
-                        }
-                        _ => {}
-                    }
+                let mut bits = u32::from(row);
+                while bits != 0 {
+                    let start = bits.trailing_zeros();
+                    let run = (!(bits >> start)).trailing_zeros();
+                    bits &= !(((1 << run) - 1) << start);
+                    let (c0, c1) = (start as usize, (start + run) as usize);
+                    let rect = (pen + c0 * cell, y0, pen + c1 * cell, y0 + cell);
+                    self.fill_rect(rect, colour, band);
                 }
             }
-            pen += (glyph_width(ch) + 1) * cell;
+            pen += (usize::from(g.width) + 1) * cell;
         }
     }
 
-    /// Fills [x0, x1) x [y0, y1), clipped to the image, in all three planes.
-    fn fill_rect(&mut self, x0: usize, y0: usize, x1: usize, y1: usize, c: Ycc) {
-        let (x1, y1) = (x1.min(self.w), y1.min(self.h));
+    /// Fills [x0, x1) x [y0, y1) of the frame, clipped to the image and to
+    /// the band starting at row `band`, in all three planes.
+    fn fill_rect(&mut self, (x0, y0, x1, y1): (usize, usize, usize, usize), c: Ycc, band: usize) {
+        let (x1, y0, y1) = (
+            x1.min(self.w),
+            y0.max(band),
+            y1.min(self.h).min(band + MCU_PX),
+        );
         if x0 >= x1 || y0 >= y1 {
             return;
         }
-        for row in y0..y1 {
+        for row in y0 - band..y1 - band {
             let o = row * self.pw;
             if let Some(s) = self.y.get_mut(o + x0..o + x1) {
                 s.fill(c.y);
@@ -822,7 +965,7 @@ impl TestPattern {
         }
         let cs = self.pw / 2;
         let (cx0, cx1) = (x0 / 2, x1.div_ceil(2));
-        for row in y0 / 2..y1.div_ceil(2) {
+        for row in y0 / 2 - band / 2..y1.div_ceil(2) - band / 2 {
             let o = row * cs;
             if let Some(s) = self.cb.get_mut(o + cx0..o + cx1) {
                 s.fill(c.cb);
@@ -833,20 +976,10 @@ impl TestPattern {
         }
     }
 
-    /// A.2.4 leaves the samples that pad a frame to whole MCUs to the
-    /// encoder; repeating the last column and row keeps the padding blocks
-    /// flat (cheap) and free of ringing at the picture's edge.
-    fn replicate_edges(&mut self) {
-        replicate(&mut self.y, self.pw, self.ph, self.w, self.h);
-        let (cs, chh) = (self.pw / 2, self.ph / 2);
-        let (cw, ch) = (self.w.div_ceil(2), self.h.div_ceil(2));
-        replicate(&mut self.cb, cs, chh, cw, ch);
-        replicate(&mut self.cr, cs, chh, cw, ch);
-    }
-
-    /// The scan: MCUs left to right, top to bottom, each Y00 Y01 Y10 Y11
-    /// Cb Cr (A.2.3), one interleaved scan, no restart intervals.
-    fn encode_scan(&mut self, out: &mut Vec<u8>) {
+    /// One row of MCUs of the scan, from the band buffers: MCUs left to
+    /// right, each Y00 Y01 Y10 Y11 Cb Cr (A.2.3). One interleaved scan for
+    /// the frame, no restart intervals.
+    fn encode_band(&mut self, scan: &mut Scan, out: &mut Vec<u8>) {
         let luma = Coding {
             table: 0,
             quant: &self.luma,
@@ -860,8 +993,6 @@ impl TestPattern {
             ac: &AC_CHROMA,
         };
         let dct = &mut self.transform;
-        let mut bits = BitWriter::default();
-        let (mut pred_y, mut pred_cb, mut pred_cr) = (0, 0, 0);
         // The commonest MCU by far continues the one before it: six flat
         // blocks, each with the DC of the block before it in its component,
         // so six zero differences and EOBs, a constant bit pattern.
@@ -871,44 +1002,44 @@ impl TestPattern {
         let (upper, rest) = self.band_diffs.split_at_mut(pw / 8);
         let (lower, rest) = rest.split_at_mut(pw / 8);
         let (diff_cb, diff_cr) = rest.split_at_mut(cs / 8);
-        for my in 0..self.ph / MCU_PX {
-            let y = my * MCU_PX;
-            band_diffs(&self.y, pw, y, upper);
-            band_diffs(&self.y, pw, y + 8, lower);
-            band_diffs(&self.cb, cs, y / 2, diff_cb);
-            band_diffs(&self.cr, cs, y / 2, diff_cr);
-            for mx in 0..pw / MCU_PX {
-                let (x, o_c) = (mx * MCU_PX, y / 2 * cs + mx * 8);
-                let repeat = flat_dc(&self.y, y * pw + x, upper.get(2 * mx), &luma) == Some(pred_y)
-                    && flat_dc(&self.y, y * pw + x + 8, upper.get(2 * mx + 1), &luma)
-                        == Some(pred_y)
-                    && flat_dc(&self.y, (y + 8) * pw + x, lower.get(2 * mx), &luma) == Some(pred_y)
-                    && flat_dc(&self.y, (y + 8) * pw + x + 8, lower.get(2 * mx + 1), &luma)
-                        == Some(pred_y)
-                    && flat_dc(&self.cb, o_c, diff_cb.get(mx), &chroma) == Some(pred_cb)
-                    && flat_dc(&self.cr, o_c, diff_cr.get(mx), &chroma) == Some(pred_cr);
-                if repeat {
-                    bits.put(repeat_luma.0, repeat_luma.1, out);
-                    bits.put(repeat_chroma.0, repeat_chroma.1, out);
-                    continue;
-                }
-                let units = [
-                    (2 * mx, y, &*upper),
-                    (2 * mx + 1, y, &*upper),
-                    (2 * mx, y + 8, &*lower),
-                    (2 * mx + 1, y + 8, &*lower),
-                ];
-                for (bx, by, diffs) in units {
-                    let unit = (&self.y[..], pw, bx, by, diffs);
-                    encode_unit(unit, &luma, dct, &mut pred_y, &mut bits, out);
-                }
-                let unit = (&self.cb[..], cs, mx, y / 2, &*diff_cb);
-                encode_unit(unit, &chroma, dct, &mut pred_cb, &mut bits, out);
-                let unit = (&self.cr[..], cs, mx, y / 2, &*diff_cr);
-                encode_unit(unit, &chroma, dct, &mut pred_cr, &mut bits, out);
+        band_diffs(&self.y, pw, 0, upper);
+        band_diffs(&self.y, pw, 8, lower);
+        band_diffs(&self.cb, cs, 0, diff_cb);
+        band_diffs(&self.cr, cs, 0, diff_cr);
+        let Scan {
+            bits,
+            pred_y,
+            pred_cb,
+            pred_cr,
+        } = scan;
+        for mx in 0..pw / MCU_PX {
+            let (x, o_c) = (mx * MCU_PX, mx * 8);
+            let repeat = flat_dc(&self.y, x, upper.get(2 * mx), &luma) == Some(*pred_y)
+                && flat_dc(&self.y, x + 8, upper.get(2 * mx + 1), &luma) == Some(*pred_y)
+                && flat_dc(&self.y, 8 * pw + x, lower.get(2 * mx), &luma) == Some(*pred_y)
+                && flat_dc(&self.y, 8 * pw + x + 8, lower.get(2 * mx + 1), &luma) == Some(*pred_y)
+                && flat_dc(&self.cb, o_c, diff_cb.get(mx), &chroma) == Some(*pred_cb)
+                && flat_dc(&self.cr, o_c, diff_cr.get(mx), &chroma) == Some(*pred_cr);
+            if repeat {
+                bits.put(repeat_luma.0, repeat_luma.1, out);
+                bits.put(repeat_chroma.0, repeat_chroma.1, out);
+                continue;
             }
+            let units = [
+                (2 * mx, 0, &*upper),
+                (2 * mx + 1, 0, &*upper),
+                (2 * mx, 8, &*lower),
+                (2 * mx + 1, 8, &*lower),
+            ];
+            for (bx, by, diffs) in units {
+                let unit = (&self.y[..], pw, bx, by, diffs);
+                encode_unit(unit, &luma, dct, pred_y, bits, out);
+            }
+            let unit = (&self.cb[..], cs, mx, 0, &*diff_cb);
+            encode_unit(unit, &chroma, dct, pred_cb, bits, out);
+            let unit = (&self.cr[..], cs, mx, 0, &*diff_cr);
+            encode_unit(unit, &chroma, dct, pred_cr, bits, out);
         }
-        bits.flush(out);
     }
 }
 
@@ -975,8 +1106,9 @@ fn encode_unit(
     }
 }
 
-/// The general path: coefficients (from the cache or the FDCT), then
-/// F.1.2 coding. Kept out of line so the flat path stays small.
+/// The general path: the DC difference, then the block's AC codes, from
+/// the cache or from the FDCT. Kept out of line so the flat path stays
+/// small.
 #[inline(never)]
 fn encode_dct_unit(
     blk: &[u8; 64],
@@ -986,60 +1118,151 @@ fn encode_dct_unit(
     bits: &mut BitWriter,
     out: &mut Vec<u8>,
 ) {
-    let Coefs { zz, nonzero } = transform.coefs(blk, coding);
-    let dc = i32::from(zz[0]);
+    let slot = cache_slot(blk, coding.table);
+    let cached = transform
+        .cache
+        .get(slot)
+        .filter(|c| c.valid && c.table == coding.table && c.samples == *blk);
+    if let Some(c) = cached {
+        encode_dc(i32::from(c.dc), pred, coding, bits, out);
+        c.ac.replay(bits, out);
+        return;
+    }
+    let (dc, zz) = transform.coefficients(blk, coding.quant);
+    encode_dc(dc, pred, coding, bits, out);
+    let mut ac = AcBits::default();
+    encode_ac(&zz, coding, |code, len| ac.push(code, len));
+    if ac.overflow {
+        // Too many bits to keep: code them straight out.
+        encode_ac(&zz, coding, |code, len| bits.put(code, len, out));
+        return;
+    }
+    ac.replay(bits, out);
+    if let Some(c) = transform.cache.get_mut(slot) {
+        *c = CachedBlock {
+            valid: true,
+            table: coding.table,
+            dc: dc as i16,
+            samples: *blk,
+            ac,
+        };
+    }
+}
+
+/// F.1.2.1: the DC difference's category code and additional bits.
+#[inline]
+fn encode_dc(dc: i32, pred: &mut i32, coding: &Coding, bits: &mut BitWriter, out: &mut Vec<u8>) {
     let (size, extra) = magnitude(dc - *pred);
     *pred = dc;
     let (code, len) = coding.dc.get(size as u8);
     bits.put((code << size) | extra, len + size, out);
-    // F.1.2.2: walk the non-zero AC coefficients; the zeros between them
-    // are runs, 16 at a time as ZRL.
-    let mut ac = nonzero & !1;
+}
+
+/// F.1.2.2: the AC coefficients (zig-zag order, `zz[0]` unused) as run /
+/// size codes with additional bits, ZRL for each 16 zeros, EOB unless the
+/// last coefficient is non-zero. Each code goes to `emit`.
+fn encode_ac(zz: &[i16; 64], coding: &Coding, mut emit: impl FnMut(u32, u32)) {
+    let mut nonzero = 0u64;
+    for (k, &z) in zz.iter().enumerate().skip(1) {
+        nonzero |= u64::from(z != 0) << k;
+    }
     let mut last = 0;
-    while ac != 0 {
-        let k = ac.trailing_zeros();
-        ac &= ac - 1;
+    while nonzero != 0 {
+        let k = nonzero.trailing_zeros();
+        nonzero &= nonzero - 1;
         let mut run = k - last - 1;
         last = k;
         while run >= 16 {
             let (code, len) = coding.ac.get(ZRL);
-            bits.put(code, len, out);
+            emit(code, len);
             run -= 16;
         }
-        let v = i32::from(zz.get(k as usize).copied().unwrap_or(0));
-        let (size, extra) = magnitude(v);
+        let (size, extra) = magnitude(i32::from(zz.get(k as usize).copied().unwrap_or(0)));
         let (code, len) = coding.ac.get(((run as u8) << 4) | size as u8);
-        bits.put((code << size) | extra, len + size, out);
+        emit((code << size) | extra, len + size);
     }
     if last != 63 {
         let (code, len) = coding.ac.get(EOB);
-        bits.put(code, len, out);
+        emit(code, len);
     }
 }
 
-/// Quantized coefficients of one block in zig-zag order, and a bit per
-/// non-zero one.
-#[derive(Clone, Copy)]
-struct Coefs {
-    zz: [i16; 64],
-    nonzero: u64,
+/// Bits a block's AC codes may take in the cache; text and ramp blocks
+/// take far fewer, and a busier block is simply coded each time.
+const AC_CACHE_WORDS: usize = 8;
+
+/// A block's AC codes as a bit string, most significant bit first.
+#[derive(Clone, Copy, Default)]
+struct AcBits {
+    words: [u32; AC_CACHE_WORDS],
+    len: u32,
+    overflow: bool,
 }
 
-/// A non-flat block seen before and its coefficients.
+impl AcBits {
+    /// Appends the low `n` bits of `bits` (n <= 32 - 5: one Huffman code
+    /// of at most 16 bits and at most 11 additional bits).
+    fn push(&mut self, bits: u32, n: u32) {
+        if self.overflow || self.len + n > 32 * AC_CACHE_WORDS as u32 {
+            self.overflow = true;
+            return;
+        }
+        let (idx, off) = ((self.len / 32) as usize, self.len % 32);
+        // Place the bits in a 64-bit window over words idx and idx + 1.
+        let v = u64::from(bits) << (64 - off - n);
+        if let Some(w) = self.words.get_mut(idx) {
+            *w |= (v >> 32) as u32;
+        }
+        if off + n > 32
+            && let Some(w) = self.words.get_mut(idx + 1)
+        {
+            *w |= v as u32;
+        }
+        self.len += n;
+    }
+
+    fn replay(&self, bits: &mut BitWriter, out: &mut Vec<u8>) {
+        let full = (self.len / 32) as usize;
+        for &w in self.words.iter().take(full) {
+            bits.put(w, 32, out);
+        }
+        let rest = self.len % 32;
+        if rest > 0
+            && let Some(&w) = self.words.get(full)
+        {
+            bits.put(w >> (32 - rest), rest, out);
+        }
+    }
+}
+
+/// A non-flat block seen before: its samples, which quantization table,
+/// its quantized DC and its AC codes.
 #[derive(Clone, Copy)]
 struct CachedBlock {
     valid: bool,
     table: u8,
+    dc: i16,
     samples: [u8; 64],
-    coefs: Coefs,
+    ac: AcBits,
 }
 
-/// Slots in the block cache: 1024 * 210 bytes. The ramp and the text are
-/// the same blocks frame after frame (a few hundred at 640x480), so most
-/// non-flat blocks skip the DCT; a collision only costs a DCT.
+/// Slots in the block cache: 1024 * 104 bytes. The ramp and the text are
+/// the same blocks frame after frame (about a hundred distinct ones at
+/// 640x480), so most non-flat blocks skip the DCT and the AC coding; a
+/// collision only costs a DCT.
 const DCT_CACHE_SLOTS: usize = 1024;
 
-/// The forward DCT and its cache.
+/// The cache slot of a block's samples coded with quantization `table`.
+fn cache_slot(blk: &[u8; 64], table: u8) -> usize {
+    let mut h = u64::from(table) + 1;
+    for c in blk.as_chunks::<8>().0 {
+        h = (h ^ u64::from_le_bytes(*c)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    }
+    (h >> 32) as usize % DCT_CACHE_SLOTS
+}
+
+/// The forward DCT and the block cache.
 struct Transform {
     /// DCT basis C[u][x] = c(u)/2 * cos((2x+1)uπ/16), c(0) = 1/√2 (A.3.3),
     /// row u, and its transpose.
@@ -1068,11 +1291,9 @@ impl Transform {
         let empty = CachedBlock {
             valid: false,
             table: 0,
+            dc: 0,
             samples: [0; 64],
-            coefs: Coefs {
-                zz: [0; 64],
-                nonzero: 0,
-            },
+            ac: AcBits::default(),
         };
         Transform {
             basis,
@@ -1081,35 +1302,9 @@ impl Transform {
         }
     }
 
-    /// The block's coefficients, from the cache when it has them.
-    fn coefs(&mut self, blk: &[u8; 64], coding: &Coding) -> Coefs {
-        let mut h = u64::from(coding.table) + 1;
-        for c in blk.as_chunks::<8>().0 {
-            h = (h ^ u64::from_le_bytes(*c)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            h ^= h >> 29;
-        }
-        let slot = (h >> 32) as usize % DCT_CACHE_SLOTS;
-        if let Some(c) = self.cache.get(slot)
-            && c.valid
-            && c.table == coding.table
-            && c.samples == *blk
-        {
-            return c.coefs;
-        }
-        let coefs = self.compute(blk, coding.quant);
-        if let Some(c) = self.cache.get_mut(slot) {
-            *c = CachedBlock {
-                valid: true,
-                table: coding.table,
-                samples: *blk,
-                coefs,
-            };
-        }
-        coefs
-    }
-
-    /// A.3.1 level shift, A.3.3 FDCT, A.3.4 quantization, zig-zag order.
-    fn compute(&self, blk: &[u8; 64], quant: &QuantTable) -> Coefs {
+    /// A.3.1 level shift, A.3.3 FDCT, A.3.4 quantization: the quantized DC
+    /// and all coefficients in zig-zag order.
+    fn coefficients(&self, blk: &[u8; 64], quant: &QuantTable) -> (i32, [i16; 64]) {
         let mut samples = [0.0f32; 64];
         for (d, &s) in samples.iter_mut().zip(blk.iter()) {
             *d = f32::from(s) - 128.0;
@@ -1122,14 +1317,12 @@ impl Transform {
             let v = (c * r).clamp(-MAX_AC as f32, MAX_AC as f32);
             *q = (v + 0.5f32.copysign(v)) as i16;
         }
-        // Zig-zag order (Figure A.6), noting which coefficients are non-zero.
+        // Zig-zag order (Figure A.6).
         let mut zz = [0i16; 64];
-        let mut nonzero = 0u64;
-        for (k, (z, &nat)) in zz.iter_mut().zip(ZIGZAG.iter()).enumerate() {
+        for (z, &nat) in zz.iter_mut().zip(ZIGZAG.iter()) {
             *z = q.get(usize::from(nat)).copied().unwrap_or(0);
-            nonzero |= u64::from(*z != 0) << k;
         }
-        Coefs { zz, nonzero }
+        (i32::from(zz[0]).clamp(-MAX_DC, MAX_DC), zz)
     }
 }
 
@@ -1363,6 +1556,36 @@ mod tests {
         }
     }
 
+    /// F.2.2: one block's coefficients in zig-zag order, DC undifferenced.
+    fn decode_block(
+        r: &mut BitReader,
+        dc_t: &HuffDecode,
+        ac_t: &HuffDecode,
+        pred: &mut i32,
+    ) -> [i32; 64] {
+        let mut zz = [0i32; 64];
+        let s = u32::from(r.decode(dc_t));
+        *pred += r.receive_extend(s);
+        zz[0] = *pred;
+        let mut k = 1;
+        while k < 64 {
+            let rs = r.decode(ac_t);
+            let (run, size) = (usize::from(rs >> 4), u32::from(rs & 15));
+            if size == 0 {
+                if run == 15 {
+                    k += 16;
+                    continue;
+                }
+                break; // EOB
+            }
+            k += run;
+            zz[k] = r.receive_extend(size);
+            k += 1;
+        }
+        assert!(k <= 64, "AC run past the block");
+        zz
+    }
+
     struct Decoded {
         width: usize,
         height: usize,
@@ -1466,6 +1689,11 @@ mod tests {
                     i += 2;
                     continue;
                 }
+                if n == 0xFF {
+                    // B.1.1.2: a fill byte before a marker.
+                    i += 1;
+                    continue;
+                }
                 assert_eq!(n, 0xD9, "only EOI may end the scan");
                 assert_eq!(i + 2, jpeg.len(), "EOI is the last thing");
                 markers.push(0xD9);
@@ -1501,26 +1729,7 @@ mod tests {
                     let dc_t = dc_tables[scan[c].0].as_ref().unwrap();
                     let ac_t = ac_tables[scan[c].1].as_ref().unwrap();
                     let q = &qt[comps[c].2];
-                    let mut zz = [0i32; 64];
-                    let s = u32::from(r.decode(dc_t));
-                    pred[c] += r.receive_extend(s);
-                    zz[0] = pred[c];
-                    let mut k = 1;
-                    while k < 64 {
-                        let rs = r.decode(ac_t);
-                        let (run, size) = (usize::from(rs >> 4), u32::from(rs & 15));
-                        if size == 0 {
-                            if run == 15 {
-                                k += 16;
-                                continue;
-                            }
-                            break; // EOB
-                        }
-                        k += run;
-                        zz[k] = r.receive_extend(size);
-                        k += 1;
-                    }
-                    assert!(k <= 64, "AC run past the block");
+                    let zz = decode_block(&mut r, dc_t, ac_t, &mut pred[c]);
                     let mut coef = [0.0f64; 64];
                     for z in 0..64 {
                         let n = usize::from(ZIGZAG[z]);
@@ -1554,25 +1763,30 @@ mod tests {
 
     /// A.3.3 inverse DCT, straight from the formula.
     fn idct(f: &[f64; 64]) -> [u8; 64] {
-        let c = |u: usize| {
-            if u == 0 {
-                std::f64::consts::FRAC_1_SQRT_2
-            } else {
-                1.0
+        // k[x][u] = C(u)/2 * cos((2x+1)uπ/16); f(x,y) = Σv Σu k[y][v] k[x][u] F(v,u).
+        let mut k = [[0.0f64; 8]; 8];
+        for (x, row) in k.iter_mut().enumerate() {
+            for (u, v) in row.iter_mut().enumerate() {
+                let c = if u == 0 {
+                    std::f64::consts::FRAC_1_SQRT_2
+                } else {
+                    1.0
+                };
+                *v = c / 2.0 * (((2 * x + 1) * u) as f64 * std::f64::consts::PI / 16.0).cos();
             }
-        };
-        let cosv =
-            |x: usize, u: usize| (((2 * x + 1) * u) as f64 * std::f64::consts::PI / 16.0).cos();
+        }
+        // Rows first: t[v][x] = Σu k[x][u] F(v,u); then columns.
+        let mut t = [[0.0f64; 8]; 8];
+        for v in 0..8 {
+            for x in 0..8 {
+                t[v][x] = (0..8).map(|u| k[x][u] * f[v * 8 + u]).sum();
+            }
+        }
         let mut out = [0u8; 64];
         for y in 0..8 {
             for x in 0..8 {
-                let mut s = 0.0;
-                for v in 0..8 {
-                    for u in 0..8 {
-                        s += c(u) * c(v) * f[v * 8 + u] * cosv(x, u) * cosv(y, v);
-                    }
-                }
-                out[y * 8 + x] = (s / 4.0 + 128.0).round().clamp(0.0, 255.0) as u8;
+                let s: f64 = (0..8).map(|v| k[y][v] * t[v][x]).sum();
+                out[y * 8 + x] = (s + 128.0).round().clamp(0.0, 255.0) as u8;
             }
         }
         out
@@ -1582,6 +1796,20 @@ mod tests {
         let mut out = Vec::new();
         p.render(frame_no, unix_us, &mut out);
         out
+    }
+
+    /// The whole padded Y, Cb and Cr planes `render` encodes for these
+    /// inputs, put together from the bands.
+    fn full_planes(p: &mut TestPattern, frame_no: u64, unix_us: u64) -> [Vec<u8>; 3] {
+        let scene = p.scene(frame_no, unix_us);
+        let mut planes = [Vec::new(), Vec::new(), Vec::new()];
+        for band in (0..p.ph).step_by(MCU_PX) {
+            p.draw_band(&scene, band);
+            planes[0].extend_from_slice(&p.y);
+            planes[1].extend_from_slice(&p.cb);
+            planes[2].extend_from_slice(&p.cr);
+        }
+        planes
     }
 
     /// 12:34:56.789 UTC on 2024-01-01.
@@ -1799,10 +2027,11 @@ mod tests {
         let d = decode(&jpeg);
         assert_eq!((d.width, d.height), (p.w, p.h));
         assert_eq!(d.pw, p.pw);
+        let planes = full_planes(p, frame_no, unix_us);
         let mut flat_blocks = 0;
         let mut other_blocks = 0;
         let mut sq_err = 0.0f64;
-        for (c, (src, got)) in [&p.y, &p.cb, &p.cr].into_iter().zip(&d.planes).enumerate() {
+        for (c, (src, got)) in planes.iter().zip(&d.planes).enumerate() {
             let stride = if c == 0 { p.pw } else { p.pw / 2 };
             let rows = src.len() / stride;
             for by in (0..rows).step_by(8) {
@@ -1969,9 +2198,9 @@ mod tests {
         for (w, h) in [(640, 480), (1280, 720)] {
             let mut p = TestPattern::new(w, h, 75);
             for frame_no in [0, 1, 17, 1000] {
-                render_one(&mut p, frame_no, T0 + frame_no * 33_333);
+                let [y, cb, cr] = full_planes(&mut p, frame_no, T0 + frame_no * 33_333);
                 let (mut flat, mut total) = (0, 0);
-                for (plane, stride) in [(&p.y, p.pw), (&p.cb, p.pw / 2), (&p.cr, p.pw / 2)] {
+                for (plane, stride) in [(&y, p.pw), (&cb, p.pw / 2), (&cr, p.pw / 2)] {
                     for by in (0..plane.len() / stride).step_by(8) {
                         for bx in (0..stride).step_by(8) {
                             let b = load_block(plane, stride, bx, by);
@@ -1980,7 +2209,6 @@ mod tests {
                         }
                     }
                 }
-                eprintln!("{w}x{h} #{frame_no}: {flat}/{total} flat");
                 assert!(
                     flat * 100 > total * 90,
                     "{w}x{h} #{frame_no}: {flat}/{total} flat"
@@ -2020,6 +2248,98 @@ mod tests {
     }
 
     #[test]
+    fn dct_path_codes_what_it_computes_cached_or_not() {
+        let p = TestPattern::new(16, 16, 100);
+        let coding = Coding {
+            table: 0,
+            quant: &p.luma,
+            dc: &DC_LUMA,
+            ac: &AC_LUMA,
+        };
+        let mut transform = Transform::new();
+        // A ramp block (few AC bits: cached) and a noisy one (more AC bits
+        // than the cache keeps at quality 100), each coded twice.
+        let ramp: [u8; 64] = std::array::from_fn(|i| (16 + (i % 8) * 9) as u8);
+        let mut seed = 7u32;
+        let noise: [u8; 64] = std::array::from_fn(|_| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as u8
+        });
+        let blocks = [ramp, noise, ramp, noise];
+        let (mut bits, mut out, mut pred) = (BitWriter::default(), Vec::new(), 0);
+        for blk in &blocks {
+            encode_dct_unit(blk, &coding, &mut transform, &mut pred, &mut bits, &mut out);
+        }
+        bits.flush(&mut out);
+        let slot = |b: &[u8; 64]| &transform.cache[cache_slot(b, 0)];
+        assert!(slot(&ramp).valid && slot(&ramp).samples == ramp);
+        assert!(slot(&noise).samples != noise, "too many bits to cache");
+        let mut ac = AcBits::default();
+        encode_ac(
+            &transform.coefficients(&noise, &p.luma).1,
+            &coding,
+            |c, l| ac.push(c, l),
+        );
+        assert!(ac.overflow);
+        // Decode the four blocks back: each equals its coefficients.
+        let unstuffed: Vec<u8> = out
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| !(b == 0 && i > 0 && out[i - 1] == 0xFF))
+            .map(|(_, &b)| b)
+            .collect();
+        let mut r = BitReader {
+            data: &unstuffed,
+            pos: 0,
+            bit: 0,
+        };
+        let dc_t = huff_decode_table(&DC_LUMA_BITS, &DC_LUMA_VALS);
+        let ac_t = huff_decode_table(&AC_LUMA_BITS, &AC_LUMA_VALS);
+        let mut pred = 0;
+        for blk in &blocks {
+            let got = decode_block(&mut r, &dc_t, &ac_t, &mut pred);
+            let (dc, zz) = transform.coefficients(blk, &p.luma);
+            assert_eq!(got[0], dc);
+            assert_eq!(
+                got[1..],
+                zz[1..].iter().map(|&z| i32::from(z)).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn ac_bits_replay_what_was_pushed() {
+        let codes = [
+            (0b1, 1),
+            (0x7FF_FFFF, 27),
+            (0, 5),
+            (0b1010, 4),
+            (0xABCDE, 20),
+            (3, 2),
+        ];
+        let mut ac = AcBits::default();
+        let (mut direct, mut direct_out) = (BitWriter::default(), Vec::new());
+        for (c, l) in codes.iter().cycle().take(20) {
+            ac.push(*c, *l);
+            direct.put(*c, *l, &mut direct_out);
+        }
+        assert!(!ac.overflow);
+        let (mut replayed, mut replayed_out) = (BitWriter::default(), Vec::new());
+        ac.replay(&mut replayed, &mut replayed_out);
+        direct.flush(&mut direct_out);
+        replayed.flush(&mut replayed_out);
+        assert_eq!(replayed_out, direct_out);
+        // 256 bits fit, one more does not.
+        let mut ac = AcBits::default();
+        for _ in 0..16 {
+            ac.push(0xFFFF, 16);
+        }
+        assert!(!ac.overflow);
+        ac.push(1, 1);
+        assert!(ac.overflow);
+    }
+
+    #[test]
     fn odd_and_extreme_sizes_do_not_panic_and_decode() {
         for (w, h) in [
             (17, 9),
@@ -2028,7 +2348,7 @@ mod tests {
             (0, 0),
             (u32::MAX, 1),
             (33, 65),
-            (1921, 1081),
+            (641, 361),
         ] {
             for q in [0, 1, 50, 100, 255] {
                 let mut p = TestPattern::new(w, h, q);
@@ -2046,27 +2366,29 @@ mod tests {
     #[test]
     fn padding_replicates_the_edges() {
         let mut p = TestPattern::new(17, 9, 75);
-        render_one(&mut p, 3, T0);
-        assert_eq!((p.pw, p.ph), (32, 16));
+        let [y, cb, cr] = full_planes(&mut p, 3, T0);
+        assert_eq!((p.w, p.h, p.pw, p.ph), (17, 16, 32, 16));
         for row in 0..p.ph {
-            let src = row.min(p.h - 1);
-            let edge = p.y[src * p.pw + p.w - 1];
+            let edge = y[row * p.pw + p.w - 1];
             for x in p.w..p.pw {
-                assert_eq!(p.y[row * p.pw + x], edge, "({x},{row})");
+                assert_eq!(y[row * p.pw + x], edge, "({x},{row})");
             }
-            assert_eq!(
-                p.y[row * p.pw..row * p.pw + p.w],
-                p.y[src * p.pw..src * p.pw + p.w]
-            );
         }
+        let mut p = TestPattern::new(40, 19, 75);
+        let [y, cb2, _] = full_planes(&mut p, 3, T0);
+        assert_eq!((p.pw, p.ph), (48, 32));
+        for row in p.h..p.ph {
+            assert_eq!(y[row * p.pw..][..p.pw], y[(p.h - 1) * p.pw..][..p.pw]);
+        }
+        // Chroma: 20 x 10 real samples of 24 x 16.
         let (cs, cw, ch) = (p.pw / 2, p.w.div_ceil(2), p.h.div_ceil(2));
         for row in 0..p.ph / 2 {
             let src = row.min(ch - 1);
             for x in cw..cs {
-                assert_eq!(p.cb[row * cs + x], p.cb[src * cs + cw - 1]);
-                assert_eq!(p.cr[row * cs + x], p.cr[src * cs + cw - 1]);
+                assert_eq!(cb2[row * cs + x], cb2[src * cs + cw - 1]);
             }
         }
+        assert_eq!((cb.len(), cr.len()), (16 * 8, 16 * 8));
         // And the decoded picture agrees.
         assert_round_trip(&mut p, 4, T0);
     }
@@ -2080,7 +2402,16 @@ mod tests {
             (p.y.as_ptr(), p.y.capacity()),
             (p.cb.as_ptr(), p.cb.capacity()),
             (p.cr.as_ptr(), p.cr.capacity()),
+            (p.bar_y.as_ptr(), p.bar_y.capacity()),
+            (p.bar_cb.as_ptr(), p.bar_cb.capacity()),
+            (p.bar_cr.as_ptr(), p.bar_cr.capacity()),
+            (p.ramp_smooth.as_ptr(), p.ramp_smooth.capacity()),
+            (p.ramp_steps.as_ptr(), p.ramp_steps.capacity()),
             (p.header.as_ptr(), p.header.capacity()),
+            (
+                p.transform.cache.as_ptr().cast(),
+                p.transform.cache.capacity(),
+            ),
         ];
         let diffs = (p.band_diffs.as_ptr(), p.band_diffs.capacity());
         let first_len = out.len();
@@ -2096,7 +2427,16 @@ mod tests {
             (p.y.as_ptr(), p.y.capacity()),
             (p.cb.as_ptr(), p.cb.capacity()),
             (p.cr.as_ptr(), p.cr.capacity()),
+            (p.bar_y.as_ptr(), p.bar_y.capacity()),
+            (p.bar_cb.as_ptr(), p.bar_cb.capacity()),
+            (p.bar_cr.as_ptr(), p.bar_cr.capacity()),
+            (p.ramp_smooth.as_ptr(), p.ramp_smooth.capacity()),
+            (p.ramp_steps.as_ptr(), p.ramp_steps.capacity()),
             (p.header.as_ptr(), p.header.capacity()),
+            (
+                p.transform.cache.as_ptr().cast(),
+                p.transform.cache.capacity(),
+            ),
         ];
         assert_eq!(before, after);
         assert_eq!(diffs, (p.band_diffs.as_ptr(), p.band_diffs.capacity()));

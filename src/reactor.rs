@@ -40,6 +40,9 @@ pub enum Interest {
     None,
     Read,
     ReadWrite,
+    /// Output pending to a peer that has closed its side: reading again
+    /// would only report the same EOF (level-triggered) and spin.
+    Write,
 }
 
 impl Interest {
@@ -50,6 +53,7 @@ impl Interest {
             Interest::ReadWrite => {
                 EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP
             }
+            Interest::Write => EpollFlags::EPOLLOUT,
         }
     }
 }

@@ -61,6 +61,8 @@ struct Client {
     close_after_flush: bool,
     /// Half-closed, discarding input until the peer's FIN or this instant.
     linger_until: Option<Instant>,
+    /// The peer sent FIN: nothing more to read.
+    read_closed: bool,
 }
 
 #[derive(Default)]
@@ -79,6 +81,8 @@ pub struct Server {
     reactor: Reactor,
     listeners: Vec<TcpListener>,
     listeners_paused_until: Option<Instant>,
+    /// An accept error was logged; quiet until an accept succeeds again.
+    accept_error_logged: bool,
     clients: Slab<Client>,
     camera: Camera,
     stats: Stats,
@@ -120,6 +124,7 @@ pub fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         reactor,
         listeners,
         listeners_paused_until: None,
+        accept_error_logged: false,
         clients: Slab::default(),
         camera,
         stats: Stats::default(),
@@ -227,13 +232,18 @@ impl Server {
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS: the connection stays queued and
                     // the listener stays readable; pause instead of spinning.
-                    if self.listeners_paused_until.is_none() {
-                        eprintln!("accept: {e}; pausing new connections briefly");
+                    if !self.accept_error_logged {
+                        eprintln!("accept: {e}; pausing new connections until it clears");
+                        self.accept_error_logged = true;
                     }
                     self.pause_listeners(now);
                     return;
                 }
             };
+            if self.accept_error_logged {
+                eprintln!("accept: recovered");
+                self.accept_error_logged = false;
+            }
             if sock.set_nonblocking(true).is_err() {
                 continue;
             }
@@ -272,6 +282,7 @@ impl Server {
                 interest: Interest::Read,
                 close_after_flush: false,
                 linger_until: None,
+                read_closed: false,
             };
             let key = self.clients.insert(client);
             let ok = self
@@ -318,7 +329,12 @@ impl Server {
                     if c.linger_until.is_some() {
                         self.remove(key);
                     } else {
+                        c.read_closed = true;
                         c.conn.on_eof(&mut actions);
+                        if actions.is_empty() {
+                            // Waiting (a snapshot): stop reading the EOF.
+                            self.flush(key, now);
+                        }
                     }
                     break;
                 }
@@ -470,10 +486,11 @@ impl Server {
             self.remove(key);
             return;
         }
-        let want = if c.out.is_empty() {
-            Interest::Read
-        } else {
-            Interest::ReadWrite
+        let want = match (c.read_closed, c.out.is_empty()) {
+            (false, true) => Interest::Read,
+            (false, false) => Interest::ReadWrite,
+            (true, true) => Interest::None,
+            (true, false) => Interest::Write,
         };
         if want != c.interest {
             if self.reactor.modify(&c.sock, key.to_u64(), want).is_err() {
@@ -481,6 +498,11 @@ impl Server {
                 return;
             }
             c.interest = want;
+        }
+        if c.out.is_empty() && c.close_after_flush && c.read_closed {
+            // Everything went out and the peer has finished too.
+            self.remove(key);
+            return;
         }
         if c.out.is_empty() && c.close_after_flush && c.linger_until.is_none() {
             // Half-close and wait for the peer's FIN: closing with unread
@@ -649,7 +671,8 @@ impl Server {
                             ("Connection", conn_hdr),
                         ],
                     );
-                    self.log_request(key, &req, 200, jpeg.len(), now);
+                    let body_len = if req.head_only { 0 } else { jpeg.len() };
+                    self.log_request(key, &req, 200, head.len() + body_len, now);
                     self.queue(key, Bytes::Owned(head));
                     if !req.head_only {
                         self.queue(key, Bytes::Shared(jpeg.clone()));
@@ -838,6 +861,8 @@ impl Server {
         }
         eprintln!("stopping");
         self.stopping_until = Some(now + SHUTDOWN_FLUSH);
+        // Nobody is left waiting for a still that will never come.
+        self.answer_snapshots(Err(CaptureError::ShuttingDown), now);
         for l in self.listeners.drain(..) {
             self.reactor.remove(&l);
         }

@@ -173,6 +173,7 @@ pub fn read_response(s: &mut TcpStream, head_request: bool) -> Response {
                 String::from_utf8_lossy(&head)
             ),
             Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!(
                 "reading head: {e} after {:?}",
                 String::from_utf8_lossy(&head)
@@ -216,6 +217,7 @@ pub fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool
             Ok(0) => return (all, true),
             Ok(n) => all.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (all, true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return (all, false),
         }
     }

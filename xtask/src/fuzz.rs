@@ -93,7 +93,13 @@ pub fn run(args: &[String]) -> Result<(), Box<dyn Error>> {
 
     // One build of every target first, so the per-target times are fuzzing.
     println!("fuzz: building targets (cargo +nightly fuzz build)");
-    util::run(nightly_fuzz(&root).args(["build"]).args(&targets))?;
+    // (`cargo fuzz build` takes one target or none, meaning all.)
+    let mut build = nightly_fuzz(&root);
+    build.arg("build");
+    if let Some(t) = only {
+        build.arg(t);
+    }
+    util::run(&mut build)?;
 
     let mut outcomes = Vec::new();
     for target in targets {

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <task> [args]
 
 tasks:
-  ci [--quick]                      fmt, clippy, test, tidy; then (not --quick)
+  ci [--quick]                      fmt, tidy, clippy, test; then (not --quick)
                                     fuzz --smoke, interop, autobahn, dist --check
   tidy                              STYLE.md rules: layering, //! docs, no unsafe, deps
   fuzz [TARGET] [--seconds N] [--smoke]

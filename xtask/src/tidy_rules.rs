@@ -246,10 +246,12 @@ fn check_src_file(rel: &str, code: &str, out: &mut Vec<Violation>) {
     }
 
     if rel == "src/reactor.rs" {
+        let mut reported = Vec::new();
         for (line, path) in all_paths {
             let mentions = path.split("::").find(|seg| REACTOR_FORBIDDEN.contains(seg));
             let own = path.starts_with("std::") || path.starts_with("nix::");
             if let (Some(m), false) = (mentions, own) {
+                reported.push(*line);
                 out.push(violation(
                     rel,
                     *line,
@@ -257,11 +259,20 @@ fn check_src_file(rel: &str, code: &str, out: &mut Vec<Violation>) {
                 ));
             }
         }
+        // Names outside paths too (`fn on_http(…)`, `let ws = …`).
         for (i, l) in prod.lines().enumerate() {
-            for w in ["http", "ws", "jpeg", "proto"] {
-                if has_word(l, w) && !l.contains("::") {
-                    out.push(violation(rel, i + 1, &format!("reactor mentions `{w}`")));
-                }
+            if reported.contains(&(i + 1)) {
+                continue;
+            }
+            if let Some(w) = ["http", "ws", "jpeg", "proto"]
+                .iter()
+                .find(|w| has_word(l, w))
+            {
+                out.push(violation(
+                    rel,
+                    i + 1,
+                    &format!("reactor mentions `{w}`: it knows no protocol"),
+                ));
             }
         }
     }
