@@ -276,7 +276,11 @@ fn parse_opts(args: &[String]) -> BoxResult<Opts> {
     let mut want_suite = false;
     let mut opts = Opts {
         scenarios: Vec::new(),
-        servers: vec![ServerKind::Picamd, ServerKind::PicamdCopy, ServerKind::Floor],
+        servers: vec![
+            ServerKind::Picamd,
+            ServerKind::PicamdCopy,
+            ServerKind::Floor,
+        ],
         seconds: 10.0,
         warmup: 1.0,
         repeat: 1,
@@ -311,7 +315,11 @@ fn parse_opts(args: &[String]) -> BoxResult<Opts> {
                     "picamd-copy" => vec![ServerKind::PicamdCopy],
                     "floor" => vec![ServerKind::Floor],
                     "both" => vec![ServerKind::Picamd, ServerKind::Floor],
-                    "all" => vec![ServerKind::Picamd, ServerKind::PicamdCopy, ServerKind::Floor],
+                    "all" => vec![
+                        ServerKind::Picamd,
+                        ServerKind::PicamdCopy,
+                        ServerKind::Floor,
+                    ],
                     s => {
                         return Err(format!(
                             "--server {s}: expected picamd, picamd-copy, floor, both or all"
@@ -1761,7 +1769,8 @@ fn measure(
     }
     thread::sleep(Duration::from_secs_f64(opts.warmup));
 
-    let status0 = server.is_picamd()
+    let status0 = server
+        .is_picamd()
         .then(|| http_get(proc.port, "/status").ok())
         .flatten();
     let cpu0 = cpu_ticks(&pid)?;
@@ -1777,7 +1786,8 @@ fn measure(
     let me1 = cpu_ticks("self")?;
     let rss_kb = status_kb(&pid, "VmRSS").unwrap_or(0);
     let peak_rss_kb = status_kb(&pid, "VmHWM").unwrap_or(0);
-    let status1 = server.is_picamd()
+    let status1 = server
+        .is_picamd()
         .then(|| http_get(proc.port, "/status").ok())
         .flatten();
 
