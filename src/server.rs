@@ -705,6 +705,10 @@ impl Server {
             if let Some(c) = self.clients.get_mut(key) {
                 c.conn
                     .on_snapshot_sent(now, &policy(&self.cfg), &mut actions);
+                if c.read_closed {
+                    // No more requests can come from a half-closed peer.
+                    actions.push(Action::Close);
+                }
             }
             self.apply(key, &mut actions, now);
         }

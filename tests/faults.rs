@@ -464,13 +464,16 @@ fn a_half_closed_client_still_gets_its_whole_snapshot() {
         }
         let head = String::from_utf8(head).unwrap();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        let (body, _) = read_until_closed(&mut s, Duration::from_secs(5));
+        let (body, closed) = read_until_closed(&mut s, Duration::from_secs(3));
         assert_eq!(
             body.len(),
             big.len(),
             "Connection: {conn}: snapshot cut short after a half-close"
         );
         assert!(body == big);
+        // A half-closed connection can carry no further request: once the
+        // answer is out, the server closes it rather than idling.
+        assert!(closed, "Connection: {conn}: not closed after the answer");
     }
     srv.assert_alive();
 }
@@ -484,14 +487,15 @@ fn a_half_closed_client_still_gets_its_whole_snapshot() {
 fn stop_while_streaming(signal: &str, ignores_term: bool) {
     let dir = temp_dir("signal");
     small_frames(&dir, 2);
-    // No `alive` check: the tool must be stopped by picamd, not notice its
-    // parent is gone. It ends by itself after ~8 s at worst.
+    // No `alive` check, and a failed write does not end it: the tool must
+    // be stopped by picamd's signals, not by its closed pipe or a dead
+    // parent. It ends by itself after ~8 s at worst.
     let trap = if ignores_term { "trap '' TERM\n" } else { "" };
     let cmd = tool(
         &dir,
         &format!(
             "{trap}i=0\nwhile [ $i -lt 200 ]; do i=$((i+1))\n\
-             for f in \"$D\"/frames/*.jpg; do cat \"$f\" || exit; sleep 0.02; done; done"
+             for f in \"$D\"/frames/*.jpg; do cat \"$f\"; sleep 0.02; done; done"
         ),
     );
     let mut srv = Server::start(&["--stream-cmd", &cmd]);

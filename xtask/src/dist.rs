@@ -2,7 +2,10 @@
 //! binaries in `target/dist/picamd-<target>`, with their sizes:
 //! - the host (`x86_64-unknown-linux-gnu` here) with `+crt-static`;
 //! - `aarch64-unknown-linux-musl` (64-bit Raspberry Pi OS), linked with
-//!   `rust-lld` from the Rust toolchain, so no cross gcc is needed.
+//!   `rust-lld` from the Rust toolchain, so no cross gcc is needed
+//!   (`rustup target add` is tried when it is missing);
+//! - `x86_64-unknown-linux-musl` when that target is already installed: the
+//!   smaller x86_64 build (musl's static libc is a fraction of glibc's).
 //!
 //! A target that cannot be installed or built is reported and skipped; only
 //! the host binary is required. With `--check` each binary is run on the test
@@ -24,6 +27,10 @@ use std::time::{Duration, Instant};
 use crate::util::{self, OP_BINARY, Server, WsClient};
 
 const AARCH64: &str = "aarch64-unknown-linux-musl";
+const X86_64_MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// Extra targets: (triple, install it with rustup when missing?).
+const EXTRA_TARGETS: [(&str, bool); 2] = [(AARCH64, true), (X86_64_MUSL, false)];
 
 /// Frames to read from `/stream` in the check.
 const CHECK_FRAMES: usize = 3;
@@ -50,21 +57,21 @@ pub fn run(args: &[String]) -> Result<(), Box<dyn Error>> {
     built.push((host.clone(), copy_out(&bin, &dist_dir, &host)?));
     println!("dist: {host} built in {:.0} s", t.elapsed().as_secs_f64());
 
-    if host != AARCH64 {
+    for (target, install) in EXTRA_TARGETS {
+        if target == host {
+            continue;
+        }
         let t = Instant::now();
-        match build_aarch64() {
+        match build_musl(target, install) {
             Ok(bin) => {
-                built.push((AARCH64.to_string(), copy_out(&bin, &dist_dir, AARCH64)?));
-                println!(
-                    "dist: {AARCH64} built in {:.0} s",
-                    t.elapsed().as_secs_f64()
-                );
+                built.push((target.to_string(), copy_out(&bin, &dist_dir, target)?));
+                println!("dist: {target} built in {:.0} s", t.elapsed().as_secs_f64());
             }
             Err(e) => {
                 println!(
-                    "dist: NOTE: cannot build {AARCH64} on this machine: {e}; going on without it"
+                    "dist: NOTE: cannot build {target} on this machine: {e}; going on without it"
                 );
-                skipped.push(format!("{AARCH64}: {e}"));
+                skipped.push(format!("{target}: {e}"));
             }
         }
     }
@@ -92,7 +99,7 @@ pub fn run(args: &[String]) -> Result<(), Box<dyn Error>> {
     if check {
         for (target, path) in &built {
             let t = Instant::now();
-            if *target == host {
+            if *target == host || target == X86_64_MUSL {
                 check_binary(path, None)?;
             } else if target == AARCH64 {
                 if !util::have("qemu-aarch64-static") {
@@ -125,32 +132,39 @@ fn copy_out(bin: &Path, dist_dir: &Path, target: &str) -> Result<PathBuf, Box<dy
     Ok(dest)
 }
 
-/// Installs the aarch64 musl target if needed and builds it with rust-lld.
-fn build_aarch64() -> Result<PathBuf, String> {
+/// Builds a musl target with rust-lld, installing the target first when
+/// `install` (otherwise a missing target is an error the caller reports).
+fn build_musl(target: &str, install: bool) -> Result<PathBuf, String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .any(|l| l.trim() == AARCH64)
+                .any(|l| l.trim() == target)
         })
         .unwrap_or(false);
     if !installed {
-        println!("dist: rustup target add {AARCH64}");
-        util::run(Command::new("rustup").args(["target", "add", AARCH64]))
-            .map_err(|e| format!("rustup target add {AARCH64} failed ({e})"))?;
+        if !install {
+            return Err(format!("target not installed (rustup target add {target})"));
+        }
+        println!("dist: rustup target add {target}");
+        util::run(Command::new("rustup").args(["target", "add", target]))
+            .map_err(|e| format!("rustup target add {target} failed ({e})"))?;
     }
-    let mut cmd = util::release_build_cmd(AARCH64);
+    let mut cmd = util::release_build_cmd(target);
     // rust-lld ships with rustc (rustlib/<host>/bin, which rustc puts on the
     // linker's search path), and musl's crt objects and libc.a ship with the
     // target (self-contained), so no cross toolchain is needed.
-    let linker_var = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER";
-    if std::env::var_os(linker_var).is_none() {
-        cmd.env(linker_var, "rust-lld");
+    let linker_var = format!(
+        "CARGO_TARGET_{}_LINKER",
+        target.to_ascii_uppercase().replace('-', "_")
+    );
+    if std::env::var_os(&linker_var).is_none() {
+        cmd.env(&linker_var, "rust-lld");
     }
     util::run(&mut cmd).map_err(|e| e.to_string())?;
-    let bin = util::release_bin(AARCH64);
+    let bin = util::release_bin(target);
     if bin.is_file() {
         Ok(bin)
     } else {

@@ -6,11 +6,15 @@
 //!   `pub fn root() -> PathBuf`                      repository root (xtask's parent)
 //!   `pub fn cargo() -> Command`                     `$CARGO` (or `cargo`), cwd = root
 //!   `pub fn run(cmd: &mut Command) -> Result<()>`   run, fail on non-zero exit
+//!   `pub fn show(cmd: &Command) -> String`          the command line, for messages
 //!   `pub fn have(program: &str) -> bool`            is `program` on `PATH`?
 //!   `pub fn host_triple() -> Result<String>`        from `rustc -vV`
 //!   `pub fn build_release() -> Result<PathBuf>`     the static, stripped host binary
 //!                                                   (the one `dist` ships); every
 //!                                                   task that runs picamd uses it
+//!   `pub fn release_build_cmd(target) -> Command`   `cargo build --release --target T`
+//!                                                   with `+crt-static`
+//!   `pub fn release_bin(target) -> PathBuf`         where that build puts picamd
 //!   `pub fn step(name, f) -> Result<()>`            header, run `f`, print its time
 //!
 //! A running server:
@@ -24,16 +28,21 @@
 //!   `server.terminate(timeout) -> Result<ExitStatus>`  SIGTERM, wait (kills on timeout)
 //!   `server.stderr_tail() -> String`                last lines it logged
 //!   `Drop` kills and reaps it.
+//!   `parse_listening(line) -> Option<SocketAddr>`   the first stderr line's address
 //!
 //! Clients (every socket operation has a timeout):
+//!   `connect(addr, timeout) -> Result<TcpStream>`   read/write timeouts, nodelay
 //!   `http_get(addr, path, timeout) -> Result<HttpResponse>`  status, headers, body
 //!   `WsClient::connect(addr, path, timeout) -> Result<WsClient>`  RFC 6455 client
 //!   `ws.send(opcode, payload)` masked frame; `ws.send_close(code)`
 //!   `ws.recv_frame() -> Result<WsFrame>`   one frame as it comes
 //!   `ws.recv_message() -> Result<WsFrame>` a whole data message; answers pings,
 //!                                          a Close comes back as a frame with OP_CLOSE
+//!   `ws.encode(fin, opcode, payload) -> Vec<u8>`  a masked frame, unsent
+//!   `find(hay, needle) -> Option<usize>`   byte search
 //!
-//! /proc readers: `rss_kib(pid) -> Option<u64>`, `fd_count(pid) -> Option<usize>`.
+//! /proc readers: `rss_kib(pid) -> Option<u64>`, `fd_count(pid) -> Option<usize>`;
+//! `human_bytes(n) -> String`.
 
 use std::collections::VecDeque;
 use std::error::Error;
