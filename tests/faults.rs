@@ -21,60 +21,12 @@ use std::time::{Duration, Instant};
 
 // ---- fixtures (as in tests/stream.rs) ----
 
-/// A real JPEG from the built-in test pattern, `width`x`height`.
-fn pattern_jpeg(width: u32, height: u32) -> Vec<u8> {
-    let (w, h) = (width.to_string(), height.to_string());
-    let srv = Server::start(&["--camera", "test", "--width", &w, "--height", &h]);
-    let r = srv.get("/pi.jpg");
-    assert_eq!(r.status, 200);
-    r.body
-}
-
-/// `base` with a COM segment naming frame `n` after SOI, plus about `pad`
-/// bytes of filler COM segments.
-fn tagged_frame(base: &[u8], n: usize, pad: usize) -> Vec<u8> {
-    let mut f = vec![0xff, 0xd8];
-    let mut com = |text: &[u8]| {
-        f.extend_from_slice(&[0xff, 0xfe]);
-        f.extend_from_slice(&((text.len() + 2) as u16).to_be_bytes());
-        f.extend_from_slice(text);
-    };
-    com(format!("picamd-test frame={n}").as_bytes());
-    let mut left = pad;
-    while left > 0 {
-        let chunk = left.min(60_000);
-        com(&vec![b'p'; chunk]);
-        left -= chunk;
-    }
-    f.extend_from_slice(&base[2..]);
-    f
-}
-
-fn frame_no(jpeg: &[u8]) -> Option<usize> {
-    let tag = b"picamd-test frame=";
-    let at = jpeg.windows(tag.len()).take(64).position(|w| w == tag)? + tag.len();
-    let digits: String = jpeg[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .map(|&b| b as char)
-        .collect();
-    digits.parse().ok()
-}
-
 /// `n` small tagged frames, written as `dir/frames/fNNNN.jpg`.
 fn small_frames(dir: &Path, n: usize) -> Vec<Vec<u8>> {
     let base = pattern_jpeg(320, 240);
     let frames: Vec<Vec<u8>> = (0..n).map(|i| tagged_frame(&base, i, 0)).collect();
     write_frames(dir, &frames);
     frames
-}
-
-fn write_frames(dir: &Path, frames: &[Vec<u8>]) {
-    let d = dir.join("frames");
-    std::fs::create_dir_all(&d).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        std::fs::write(d.join(format!("f{i:04}.jpg")), f).unwrap();
-    }
 }
 
 /// A capture tool script: appends its PID to `dir/pids`, then runs `body`
@@ -85,23 +37,6 @@ fn tool(dir: &Path, body: &str) -> String {
         dir.display()
     );
     write_script(dir, "tool.sh", &text).display().to_string()
-}
-
-fn pids(dir: &Path) -> Vec<u32> {
-    std::fs::read_to_string(dir.join("pids"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-fn running(pid: u32) -> bool {
-    proc_state(pid).is_some_and(|s| s != 'Z')
 }
 
 /// One `"key":value` of picamd's flat status JSON (keys are unique there).
