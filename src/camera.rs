@@ -295,6 +295,45 @@ pub fn stream_command(tool: Tool, pic: &Picture, device: &str) -> Vec<String> {
     a
 }
 
+/// ffmpeg's command when the device cannot give MJPEG (many cheap webcams
+/// offer only YUYV): take its default format and encode JPEG ourselves.
+/// Costs CPU, so it is only the fallback. `None` frames → one still.
+pub fn ffmpeg_reencode_command(pic: &Picture, device: &str, stream: bool) -> Vec<String> {
+    let size = format!("{}x{}", pic.width, pic.height);
+    // ffmpeg's mjpeg -q:v runs 2 (best) to 31 (worst); map 100..1 onto it.
+    let q = (2 + (100 - u32::from(pic.quality.clamp(1, 100))) * 29 / 99).to_string();
+    let fps = pic.fps.to_string();
+    let mut a: Vec<String> = [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "v4l2",
+        "-video_size",
+        &size,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if stream {
+        a.extend(["-framerate".into(), fps]);
+    }
+    a.extend(["-i".into(), device.to_string()]);
+    if !stream {
+        a.extend(["-frames:v".into(), "1".into()]);
+    }
+    for s in ["-c:v", "mjpeg", "-q:v", &q, "-f", "mjpeg"] {
+        a.push(s.to_string());
+    }
+    if stream {
+        a.extend(["-flush_packets".into(), "1".into()]);
+    }
+    a.push("pipe:1".into());
+    a
+}
+
 fn picture_flags_libcamera(tool: Tool, pic: &Picture, push: &mut impl FnMut(&str)) {
     if pic.rotation == 180 && tool.can_rotate(180) {
         push("--rotation");
@@ -478,6 +517,10 @@ impl LogLimiter {
         }
     }
 }
+
+/// Re-encoding commands for ffmpeg: (still, stream), each `None` where the
+/// user gave their own command.
+type FfmpegFallback = (Option<Vec<String>>, Option<Vec<String>>);
 
 /// One running capture process.
 struct Proc {
@@ -759,6 +802,12 @@ pub struct Camera {
     latest: Option<(Rc<[u8]>, Instant)>,
     still_log: LogLimiter,
     stream_log: LogLimiter,
+    /// ffmpeg copying the device's MJPEG: the re-encoding commands to
+    /// switch to if the device turns out to offer no MJPEG (still, stream;
+    /// `None` where the user gave their own command).
+    ffmpeg_fallback: Option<FfmpegFallback>,
+    /// The last still failure with the tool's own words, for the 503 body.
+    last_still_error: Option<String>,
     pub stats: CameraStats,
 }
 
@@ -798,6 +847,17 @@ impl Camera {
             latest: None,
             still_log: LogLimiter::default(),
             stream_log: LogLimiter::default(),
+            ffmpeg_fallback: (tool == Some(Tool::Ffmpeg)).then(|| {
+                (
+                    cfg.still_cmd
+                        .is_none()
+                        .then(|| ffmpeg_reencode_command(&cfg.picture, &cfg.device, false)),
+                    cfg.stream_cmd
+                        .is_none()
+                        .then(|| ffmpeg_reencode_command(&cfg.picture, &cfg.device, true)),
+                )
+            }),
+            last_still_error: None,
             stats: CameraStats::default(),
         })
     }
@@ -914,7 +974,10 @@ impl Camera {
                         });
                     }
                     Err(e) => {
-                        self.note_error(&format!("still: cannot start {}: {e}", argv[0]));
+                        let msg =
+                            format!("still: {}: {} ({e})", CaptureError::SpawnFailed, argv[0]);
+                        self.note_error(&msg);
+                        self.last_still_error = Some(msg);
                         events.push(CameraEvent::Still(Err(CaptureError::SpawnFailed)));
                     }
                 }
@@ -925,6 +988,27 @@ impl Camera {
                 self.ensure_stream(reactor, now);
             }
         }
+    }
+
+    /// The device gave ffmpeg no MJPEG: from now on, re-encode.
+    fn fall_back_to_reencoding(&mut self) {
+        let Some((still_fb, stream_fb)) = self.ffmpeg_fallback.take() else {
+            return;
+        };
+        if let Source::Commands { still, stream, .. } = &mut self.source {
+            if let Some(cmd) = still_fb {
+                *still = Some(cmd);
+            }
+            if let Some(cmd) = stream_fb {
+                *stream = cmd;
+            }
+        }
+        log("camera: ffmpeg got no MJPEG from the device; re-encoding from now on (costs CPU)");
+    }
+
+    /// Why the last still failed, with what the tool said.
+    pub fn last_still_error(&self) -> Option<&str> {
+        self.last_still_error.as_deref()
     }
 
     fn note_error(&mut self, msg: &str) {
@@ -1180,7 +1264,9 @@ impl Camera {
         {
             self.still_from_stream = false;
             self.still_from_stream_deadline = None;
-            self.note_error("still: no stream frame before --still-timeout");
+            let msg = "still: no stream frame before --still-timeout";
+            self.note_error(msg);
+            self.last_still_error = Some(msg.into());
             events.push(CameraEvent::Still(Err(CaptureError::Timeout)));
         }
         if let Some(until) = self.linger_until
@@ -1280,9 +1366,9 @@ impl Camera {
                 },
             };
             let tail = job.proc.stderr_tail();
-            finished = Some((result, tail));
+            finished = Some((result, tail, job.out.is_empty()));
         }
-        if let Some((result, tail)) = finished {
+        if let Some((result, tail, no_output)) = finished {
             if let Some(mut job) = self.still.take() {
                 job.proc.close_stdout(reactor);
                 job.proc.close_stderr(reactor);
@@ -1296,6 +1382,10 @@ impl Camera {
                         format!("still: {e} ({tail})")
                     };
                     self.note_error(&msg);
+                    self.last_still_error = Some(msg);
+                    if no_output && matches!(e, CaptureError::Exited(_)) {
+                        self.fall_back_to_reencoding();
+                    }
                 }
             }
             events.push(CameraEvent::Still(result));
@@ -1333,6 +1423,9 @@ impl Camera {
             self.latest = None;
             if ran >= HEALTHY_RUN && got_frame {
                 self.failures = 0;
+            }
+            if !got_frame && !expected {
+                self.fall_back_to_reencoding();
             }
             if self.stream_wanted() {
                 if !expected {

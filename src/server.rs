@@ -687,11 +687,17 @@ impl Server {
                     } else {
                         &[]
                     };
+                    // The tool's own words (its last stderr line) help the
+                    // person at the page more than a bare exit status.
+                    let reason = match (e, self.camera.last_still_error()) {
+                        (CaptureError::ShuttingDown, _) | (_, None) => e.to_string(),
+                        (_, Some(detail)) => detail.to_string(),
+                    };
                     http::encode_simple_response(
                         &mut b,
                         status,
                         extra,
-                        &format!("{e}\n"),
+                        &format!("{reason}\n"),
                         req.head_only,
                         req.keep_alive,
                     );

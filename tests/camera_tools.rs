@@ -716,3 +716,80 @@ fn ffmpeg_rotation_and_mirror_become_exif() {
     let (_, _, still, part) = oriented(&tools, "ffmpeg", "ffmpeg", "ffmpeg", &["--hflip"]);
     assert_eq!((still, part), (Some(2), Some(2)), "mirrored");
 }
+
+// ---- ffmpeg on a webcam that offers no MJPEG ----
+
+#[test]
+fn ffmpeg_falls_back_to_reencoding_when_the_device_gives_no_mjpeg() {
+    // A fake ffmpeg like one on a YUYV-only webcam: asking for MJPEG input
+    // fails with ffmpeg's own complaint; anything else works.
+    let dir = temp_dir("tools-ffmpeg-yuyv");
+    std::fs::write(dir.join("frame.jpg"), frame()).unwrap();
+    let d = dir.display();
+    write_script(
+        &dir,
+        "ffmpeg",
+        &format!(
+            "#!/bin/sh\n\
+             f='{d}/argv.ffmpeg.'$$\n\
+             printf '%s\\n' \"$0\" \"$@\" > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\n\
+             case \" $* \" in *' -input_format mjpeg '*)\n\
+               echo '[video4linux2,v4l2 @ 0x1] Cannot find a proper format for codec mjpeg' >&2; exit 1;; esac\n\
+             case \" $* \" in *' -frames:v 1 '*) cat '{d}/frame.jpg'; exit 0;; esac\n\
+             while :; do cat '{d}/frame.jpg' || exit 0; sleep 0.04; done\n"
+        ),
+    );
+    let device = dir.join("video0");
+    std::fs::write(&device, "").unwrap();
+    let device = device.display().to_string();
+    let path = path_env(&dir);
+    let srv = Server::start_with_env(
+        &["--camera", "ffmpeg", "--device", &device, "--quality", "85"],
+        &[("PATH", &path)],
+    );
+
+    // The first still tries to copy MJPEG and fails; the 503 says why, in
+    // ffmpeg's words.
+    let first = srv.get("/pi.jpg");
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert!(
+        first.text().contains("Cannot find a proper format"),
+        "{}",
+        first.text()
+    );
+    // From then on picamd re-encodes: stills and the stream work.
+    let second = srv.get("/pi.jpg");
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert!(is_whole_jpeg(&second.body));
+    let mut ws = ws_connect(srv.addr, "/stream");
+    let (op, jpeg) = ws_read_message(&mut ws);
+    assert_eq!(op, 2);
+    assert!(is_whole_jpeg(&jpeg));
+
+    let runs = recorded(&dir, "ffmpeg");
+    assert!(runs.len() >= 3, "{runs:?}");
+    let copy = &runs[0];
+    assert!(copy.windows(2).any(|w| w == ["-c:v", "copy"]), "{copy:?}");
+    for re in &runs[1..] {
+        assert!(!re.iter().any(|a| a == "-input_format"), "{re:?}");
+        assert!(re.windows(2).any(|w| w == ["-c:v", "mjpeg"]), "{re:?}");
+        // Quality 85 maps onto ffmpeg's 2 (best) .. 31 (worst) scale.
+        assert!(re.windows(2).any(|w| w == ["-q:v", "6"]), "{re:?}");
+        assert!(
+            re.windows(2).any(|w| w[0] == "-i" && w[1] == device),
+            "{re:?}"
+        );
+    }
+    assert!(
+        runs.last()
+            .unwrap()
+            .windows(2)
+            .any(|w| w == ["-framerate", "30"])
+    );
+    assert_eq!(
+        srv.log().matches("re-encoding from now on").count(),
+        1,
+        "{}",
+        srv.log()
+    );
+}
