@@ -657,7 +657,7 @@ impl Server {
             } else {
                 "close"
             };
-            let status = match &result {
+            match &result {
                 Ok(jpeg) => {
                     let mut head = Vec::new();
                     let len = jpeg.len().to_string();
@@ -677,7 +677,6 @@ impl Server {
                     if !req.head_only {
                         self.queue(key, Bytes::Shared(jpeg.clone()));
                     }
-                    200
                 }
                 Err(e) => {
                     let status = e.status();
@@ -703,10 +702,8 @@ impl Server {
                     );
                     self.log_request(key, &req, status, b.len(), now);
                     self.queue(key, Bytes::Owned(b));
-                    status
                 }
-            };
-            let _ = status;
+            }
             self.stats.requests += 1;
             if let Some(c) = self.clients.get_mut(key) {
                 c.conn
