@@ -57,7 +57,8 @@ usage: cargo xtask bench [--suite] [options]
   --seconds T          measured window per run (default 10)
   --warmup T           seconds between the last viewer's first frame and the
                        window (default 1)
-  --server S           picamd, floor or both (default both)
+  --server S           picamd, picamd-zerocopy (--zero-copy on), floor, both
+                       (picamd and floor) or all (default all)
   --repeat N           N alternating runs of each; report the median run by
                        CPU per frame, with every run's figure (default 1)
   --no-build           use target/release/picamd as it is
@@ -168,10 +169,10 @@ enum ViewKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ServerKind {
-    /// picamd as shipped (zero-copy fan-out on).
+    /// picamd as shipped: one `sendmsg` (writev) per viewer.
     Picamd,
-    /// picamd with `--zero-copy off`: one `writev` per viewer, like the floor.
-    PicamdCopy,
+    /// picamd with `--zero-copy on`: frames in a memfd, `sendfile` per viewer.
+    PicamdZeroCopy,
     Floor,
 }
 
@@ -179,13 +180,13 @@ impl ServerKind {
     fn name(self) -> &'static str {
         match self {
             ServerKind::Picamd => "picamd",
-            ServerKind::PicamdCopy => "picamd-copy",
+            ServerKind::PicamdZeroCopy => "picamd-zerocopy",
             ServerKind::Floor => "floor",
         }
     }
 
     fn is_picamd(self) -> bool {
-        matches!(self, ServerKind::Picamd | ServerKind::PicamdCopy)
+        matches!(self, ServerKind::Picamd | ServerKind::PicamdZeroCopy)
     }
 }
 
@@ -278,7 +279,7 @@ fn parse_opts(args: &[String]) -> BoxResult<Opts> {
         scenarios: Vec::new(),
         servers: vec![
             ServerKind::Picamd,
-            ServerKind::PicamdCopy,
+            ServerKind::PicamdZeroCopy,
             ServerKind::Floor,
         ],
         seconds: 10.0,
@@ -312,17 +313,17 @@ fn parse_opts(args: &[String]) -> BoxResult<Opts> {
             "--server" => {
                 opts.servers = match value()? {
                     "picamd" => vec![ServerKind::Picamd],
-                    "picamd-copy" => vec![ServerKind::PicamdCopy],
+                    "picamd-zerocopy" => vec![ServerKind::PicamdZeroCopy],
                     "floor" => vec![ServerKind::Floor],
                     "both" => vec![ServerKind::Picamd, ServerKind::Floor],
                     "all" => vec![
                         ServerKind::Picamd,
-                        ServerKind::PicamdCopy,
+                        ServerKind::PicamdZeroCopy,
                         ServerKind::Floor,
                     ],
                     s => {
                         return Err(format!(
-                            "--server {s}: expected picamd, picamd-copy, floor, both or all"
+                            "--server {s}: expected picamd, picamd-zerocopy, floor, both or all"
                         )
                         .into());
                     }
@@ -1662,7 +1663,7 @@ fn start_server(
     let max = format!("{}", (seconds + 120.0).ceil());
     let mut cmd;
     match server {
-        ServerKind::Picamd | ServerKind::PicamdCopy => {
+        ServerKind::Picamd | ServerKind::PicamdZeroCopy => {
             let replay = format!(
                 "{} bench --replay --dir {} --fps {} --max-seconds {max}",
                 env.exe.display(),
@@ -1687,8 +1688,8 @@ fn start_server(
                 "--stream-cmd",
                 &replay,
             ]);
-            if server == ServerKind::PicamdCopy {
-                cmd.args(["--zero-copy", "off"]);
+            if server == ServerKind::PicamdZeroCopy {
+                cmd.args(["--zero-copy", "on"]);
             }
             cmd.args([
                 "--fps",
