@@ -185,33 +185,7 @@ pub fn still_command(tool: Tool, pic: &Picture, device: &str) -> Vec<String> {
             push("-o");
             push("-");
         }
-        Tool::Ffmpeg => {
-            let size = format!("{}x{}", pic.width, pic.height);
-            for s in [
-                "ffmpeg",
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-f",
-                "v4l2",
-                "-input_format",
-                "mjpeg",
-                "-video_size",
-                &size,
-                "-i",
-                device,
-                "-frames:v",
-                "1",
-                "-c:v",
-                "copy",
-                "-f",
-                "mjpeg",
-                "pipe:1",
-            ] {
-                push(s);
-            }
-        }
+        Tool::Ffmpeg => return ffmpeg_command(pic, device, false, false),
     }
     a
 }
@@ -260,78 +234,46 @@ pub fn stream_command(tool: Tool, pic: &Picture, device: &str) -> Vec<String> {
             push("-o");
             push("-");
         }
-        Tool::Ffmpeg => {
-            let size = format!("{}x{}", pic.width, pic.height);
-            // Copy the MJPEG the device already encodes: no CPU spent
-            // re-encoding. -flush_packets 1: one write per frame.
-            for s in [
-                "ffmpeg",
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-f",
-                "v4l2",
-                "-input_format",
-                "mjpeg",
-                "-video_size",
-                &size,
-                "-framerate",
-                &fps,
-                "-i",
-                device,
-                "-c:v",
-                "copy",
-                "-f",
-                "mjpeg",
-                "-flush_packets",
-                "1",
-                "pipe:1",
-            ] {
-                push(s);
-            }
-        }
+        Tool::Ffmpeg => return ffmpeg_command(pic, device, true, false),
     }
     a
 }
 
-/// ffmpeg's command when the device cannot give MJPEG (many cheap webcams
-/// offer only YUYV): take its default format and encode JPEG ourselves.
-/// Costs CPU, so it is only the fallback. `None` frames → one still.
-pub fn ffmpeg_reencode_command(pic: &Picture, device: &str, stream: bool) -> Vec<String> {
+/// ffmpeg on a V4L2 device, for one still or the stream. Normally it copies
+/// the MJPEG the device already encodes (`-input_format mjpeg -c:v copy`: no
+/// CPU spent encoding); `reencode` is the fallback for devices that offer no
+/// MJPEG (many cheap webcams give only YUYV): take the default format and
+/// encode JPEG, which costs CPU.
+pub fn ffmpeg_command(pic: &Picture, device: &str, stream: bool, reencode: bool) -> Vec<String> {
     let size = format!("{}x{}", pic.width, pic.height);
     // ffmpeg's mjpeg -q:v runs 2 (best) to 31 (worst); map 100..1 onto it.
     let q = (2 + (100 - u32::from(pic.quality.clamp(1, 100))) * 29 / 99).to_string();
     let fps = pic.fps.to_string();
-    let mut a: Vec<String> = [
-        "ffmpeg",
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-f",
-        "v4l2",
-        "-video_size",
-        &size,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if stream {
-        a.extend(["-framerate".into(), fps]);
+    let mut a: Vec<&str> = vec!["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"];
+    a.extend(["-f", "v4l2"]);
+    if !reencode {
+        a.extend(["-input_format", "mjpeg"]);
     }
-    a.extend(["-i".into(), device.to_string()]);
+    a.extend(["-video_size", &size]);
+    if stream {
+        a.extend(["-framerate", &fps]);
+    }
+    a.extend(["-i", device]);
     if !stream {
-        a.extend(["-frames:v".into(), "1".into()]);
+        a.extend(["-frames:v", "1"]);
     }
-    for s in ["-c:v", "mjpeg", "-q:v", &q, "-f", "mjpeg"] {
-        a.push(s.to_string());
+    if reencode {
+        a.extend(["-c:v", "mjpeg", "-q:v", &q]);
+    } else {
+        a.extend(["-c:v", "copy"]);
     }
+    a.extend(["-f", "mjpeg"]);
     if stream {
-        a.extend(["-flush_packets".into(), "1".into()]);
+        // One write per frame, not whatever fills ffmpeg's output buffer.
+        a.extend(["-flush_packets", "1"]);
     }
-    a.push("pipe:1".into());
-    a
+    a.push("pipe:1");
+    a.into_iter().map(String::from).collect()
 }
 
 fn picture_flags_libcamera(tool: Tool, pic: &Picture, push: &mut impl FnMut(&str)) {
@@ -851,10 +793,10 @@ impl Camera {
                 (
                     cfg.still_cmd
                         .is_none()
-                        .then(|| ffmpeg_reencode_command(&cfg.picture, &cfg.device, false)),
+                        .then(|| ffmpeg_command(&cfg.picture, &cfg.device, false, true)),
                     cfg.stream_cmd
                         .is_none()
-                        .then(|| ffmpeg_reencode_command(&cfg.picture, &cfg.device, true)),
+                        .then(|| ffmpeg_command(&cfg.picture, &cfg.device, true, true)),
                 )
             }),
             last_still_error: None,
