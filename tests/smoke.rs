@@ -45,3 +45,19 @@ fn test_pattern_serves_page_snapshot_status_and_streams() {
     assert!(status.contains("\"ws\":1"), "{status}");
     assert!(status.contains("\"mjpeg\":1"), "{status}");
 }
+
+#[test]
+fn readme_flags_section_is_the_current_help() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_picamd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("## Flags\n\n```\n{help}```")),
+        "README's Flags block differs from `picamd --help`: paste the new help text in"
+    );
+}
