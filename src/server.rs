@@ -567,20 +567,20 @@ impl Server {
 
     fn fan_out(&mut self, jpeg: &Rc<[u8]>, now: Instant) {
         self.sample_fps(now);
-        let raw_viewers = self
-            .clients
-            .iter()
-            .filter(|(_, c)| matches!(c.viewer, Some(Viewer::WsBinary | Viewer::Mjpeg)))
-            .count();
-        let body = if self.cfg.zero_copy
-            && raw_viewers >= ZERO_COPY_MIN_VIEWERS
+        // Counting viewers costs a pass over the clients: only when the
+        // zero-copy path could be taken at all.
+        let use_file = self.cfg.zero_copy
             && jpeg.len() >= ZERO_COPY_MIN_BYTES
-        {
-            mem_file(jpeg).map(|f| Body::File(Rc::new(f)))
-        } else {
-            None
-        }
-        .unwrap_or_else(|| Body::Mem(jpeg.clone()));
+            && self
+                .clients
+                .iter()
+                .filter(|(_, c)| matches!(c.viewer, Some(Viewer::WsBinary | Viewer::Mjpeg)))
+                .count()
+                >= ZERO_COPY_MIN_VIEWERS;
+        let body = use_file
+            .then(|| mem_file(jpeg))
+            .flatten()
+            .map_or_else(|| Body::Mem(jpeg.clone()), |f| Body::File(Rc::new(f)));
         let mut ws_bin: Option<Frame> = None;
         let mut ws_b64: Option<Frame> = None;
         let mut mjpeg: Option<Frame> = None;

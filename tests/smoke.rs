@@ -61,3 +61,48 @@ fn readme_flags_section_is_the_current_help() {
         "README's Flags block differs from `picamd --help`: paste the new help text in"
     );
 }
+
+#[test]
+fn zero_copy_fan_out_delivers_the_same_whole_frames() {
+    // 1080p pattern frames (~37 KB) pass the zero-copy size threshold, and
+    // four raw viewers pass its viewer threshold: bodies go out by sendfile.
+    let srv = Server::start(&[
+        "--camera",
+        "test",
+        "--width",
+        "1920",
+        "--height",
+        "1080",
+        "--fps",
+        "15",
+        "--zero-copy",
+        "on",
+    ]);
+    let mut ws: Vec<_> = (0..2).map(|_| ws_connect(srv.addr, "/stream")).collect();
+    let mut mj: Vec<_> = (0..2)
+        .map(|_| {
+            let mut m = srv.connect();
+            m.write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_response(&mut m, true).status, 200);
+            BufReader::new(m)
+        })
+        .collect();
+    // Skip frames sent before everyone joined, then compare five in a row.
+    let mut seqs: Vec<Vec<Vec<u8>>> = Vec::new();
+    for s in &mut ws {
+        seqs.push((0..8).map(|_| ws_read_message(s).1).collect());
+    }
+    for r in &mut mj {
+        seqs.push((0..8).map(|_| mjpeg_read_part(r)).collect());
+    }
+    for seq in &seqs {
+        for f in seq {
+            assert!(is_whole_jpeg(f) && f.len() > 16 * 1024, "len {}", f.len());
+        }
+    }
+    let last = seqs[0].last().unwrap().clone();
+    for (i, seq) in seqs.iter().enumerate() {
+        assert!(seq.contains(&last), "viewer {i} did not get the same frame");
+    }
+}
