@@ -110,6 +110,7 @@ pub struct Config {
     pub ws_echo: bool,
     pub zero_copy: bool,
     pub quiet: bool,
+    pub trace: bool,
 }
 
 #[derive(Debug)]
@@ -137,6 +138,8 @@ Server:
                          port 0 picks a free port, printed on the first line)
   --www DIR              serve pages from DIR instead of the built-in ones
   --quiet                no request log lines (errors are still logged)
+  --trace                log every connection state change, e.g.
+                         127.0.0.1:5000 reading-head => websocket
   --ws-echo              enable /echo, a WebSocket echo endpoint for conformance
                          suites (Autobahn)
   --zero-copy on|off     send large frames to several viewers from one in-memory
@@ -229,6 +232,7 @@ impl Config {
             ws_echo: false,
             zero_copy: false,
             quiet: false,
+            trace: false,
         }
     }
 }
@@ -270,6 +274,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             }
             "--www" => cfg.www = Some(PathBuf::from(value(&mut it)?)),
             "--quiet" => cfg.quiet = true,
+            "--trace" => cfg.trace = true,
             "--ws-echo" => cfg.ws_echo = true,
             "--zero-copy" => {
                 cfg.zero_copy = match value(&mut it)?.as_str() {

@@ -130,6 +130,8 @@ pub struct Conn {
     state: ConnState,
     /// Unparsed request bytes (bounded by the head limit).
     inbuf: Vec<u8>,
+    /// `--trace`: the peer's name for logging each state change.
+    trace: Option<String>,
 }
 
 impl Conn {
@@ -140,7 +142,14 @@ impl Conn {
                 since: now,
             },
             inbuf: Vec::new(),
+            trace: None,
         }
+    }
+
+    /// Logs every state change of this connection as `LABEL old => new`
+    /// (`--trace`: for watching the protocol work, not for production).
+    pub fn trace_as(&mut self, label: String) {
+        self.trace = Some(label);
     }
 
     pub fn state_name(&self) -> &'static str {
@@ -159,8 +168,15 @@ impl Conn {
         )
     }
 
-    /// Every transition goes through here (one place to log or assert).
+    /// Every transition goes through here: the one place to log it.
     fn set_state(&mut self, new: ConnState) {
+        if let Some(label) = &self.trace {
+            let (old, new) = (self.state.name(), new.name());
+            // The next keep-alive request is not a change of state.
+            if old != new {
+                eprintln!("{label} {old} => {new}");
+            }
+        }
         self.state = new;
     }
 

@@ -273,7 +273,7 @@ impl Server {
                 );
                 continue;
             }
-            let client = Client {
+            let mut client = Client {
                 sock,
                 peer,
                 conn: Conn::new(now),
@@ -284,6 +284,9 @@ impl Server {
                 linger_until: None,
                 read_closed: false,
             };
+            if self.cfg.trace {
+                client.conn.trace_as(peer.to_string());
+            }
             let key = self.clients.insert(client);
             let ok = self
                 .clients

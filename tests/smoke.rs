@@ -106,3 +106,24 @@ fn zero_copy_fan_out_delivers_the_same_whole_frames() {
         assert!(seq.contains(&last), "viewer {i} did not get the same frame");
     }
 }
+
+#[test]
+fn trace_logs_each_connection_state_change() {
+    let srv = Server::start(&["--camera", "test", "--trace"]);
+    let mut ws = ws_connect(srv.addr, "/stream");
+    let _ = ws_read_message(&mut ws);
+    // A masked Close 1000: the server answers and closes.
+    ws_send(&mut ws, true, 0x8, &1000u16.to_be_bytes());
+    let (_, op, _) = ws_read_frame(&mut ws);
+    assert_eq!(op, 0x8);
+    srv.wait_log(
+        " reading-head => websocket",
+        std::time::Duration::from_secs(5),
+    );
+    srv.wait_log(" websocket => closing", std::time::Duration::from_secs(5));
+    // Without the flag, nothing of the kind is logged.
+    let quiet = Server::start(&["--camera", "test"]);
+    let _ = ws_connect(quiet.addr, "/stream");
+    assert_eq!(quiet.get("/status").status, 200);
+    assert!(!quiet.log().contains(" => "), "{}", quiet.log());
+}
