@@ -49,6 +49,20 @@ pub struct ReqInfo {
     pub started: Instant,
 }
 
+impl ReqInfo {
+    /// For answers to a request whose head could not be read (400, 408):
+    /// no method or path to log, and the connection closes.
+    fn unparsed(started: Instant) -> ReqInfo {
+        ReqInfo {
+            method: "-",
+            path: "-".into(),
+            head_only: false,
+            keep_alive: false,
+            started,
+        }
+    }
+}
+
 pub enum Action {
     /// A whole response built here.
     Respond {
@@ -258,13 +272,7 @@ impl Conn {
                         false,
                         false,
                     );
-                    let req = ReqInfo {
-                        method: "-",
-                        path: "-".into(),
-                        head_only: false,
-                        keep_alive: false,
-                        started: since,
-                    };
+                    let req = ReqInfo::unparsed(since);
                     out.push(Action::Respond { bytes, status, req });
                     out.push(Action::Close);
                     self.inbuf.clear();
@@ -662,13 +670,7 @@ impl Conn {
                         false,
                         false,
                     );
-                    let req = ReqInfo {
-                        method: "-",
-                        path: "-".into(),
-                        head_only: false,
-                        keep_alive: false,
-                        started: *since,
-                    };
+                    let req = ReqInfo::unparsed(*since);
                     out.push(Action::Respond {
                         bytes,
                         status: 408,
